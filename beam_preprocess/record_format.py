@@ -76,7 +76,9 @@ def serialize_example(png_bytes: bytes, label: int, row_index: int) -> bytes:
         LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
         ROW_INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[row_index])),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    # Map fields serialize in hash order, which differs between processes; re-runs must not.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(serialized, image_size: int):
