@@ -87,7 +87,8 @@ def _split_statistics(results: Sequence[ShardResult]) -> dict:
             continue
         mean = sum(r.pixel_sum for r in shards) / pixels
         variance = sum(r.pixel_square_sum for r in shards) / pixels - mean * mean
-        stats[split] = {"pixel_mean": round(mean, 3), "pixel_std": round(math.sqrt(max(variance, 0)), 3)}
+        std = math.sqrt(max(variance, 0.0))
+        stats[split] = {"pixel_mean": round(mean, 3), "pixel_std": round(std, 3)}
     return stats
 
 

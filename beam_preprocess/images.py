@@ -3,8 +3,10 @@
 import cv2
 import numpy as np
 
-# Level 1 is ~3x faster to encode than the default 3 for a few percent more bytes (README).
-PNG_COMPRESSION_LEVEL = 1
+# Measured on 224 px synthetic faces (README "Record format"): zlib level 1 with the "Up" row
+# filter encodes in ~0.45 ms to ~18.6 kB; OpenCV's default (level 3, adaptive filter) takes
+# ~1.2 ms for ~18.4 kB. Upsampled faces are smooth vertically, which "Up" predicts well.
+_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
 
 
 def resize_face(face: np.ndarray, size: int) -> np.ndarray:
@@ -15,7 +17,7 @@ def resize_face(face: np.ndarray, size: int) -> np.ndarray:
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION_LEVEL])
+    ok, encoded = cv2.imencode(".png", image, _PNG_PARAMS)
     if not ok:
         raise ValueError(f"PNG encoding failed for an image of shape {image.shape}")
     return encoded.tobytes()

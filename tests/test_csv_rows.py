@@ -27,7 +27,7 @@ def parse_text(text: str):
 def test_accepted_variants_give_the_same_faces(variant):
     parsed = parse_text(csv_text(ROWS, **variant))
     assert [type(r) for r in parsed] == [FaceRow] * 3
-    for row, (emotion, face, usage) in zip(parsed, ROWS, strict=True):
+    for row, (emotion, face, _) in zip(parsed, ROWS, strict=True):
         assert row.label == emotion
         assert np.array_equal(row.image(), face)
     assert [r.split for r in parsed] == ["train", "validation", "test"]
@@ -41,7 +41,8 @@ def test_icml_rows_with_spaces_after_commas_parse():
 
 
 @pytest.mark.parametrize("header", [
-    "label,pixels,Usage", "emotion,pixels", "emotion;pixels;Usage", "", "emotion,pixels,Usage,Usage",
+    "label,pixels,Usage", "emotion,pixels", "emotion;pixels;Usage", "",
+    "emotion,pixels,Usage,Usage",
 ])
 def test_wrong_header_is_rejected_naming_line_and_columns(header):
     with pytest.raises(HeaderError, match=r"data\.csv, line 1: .*emotion, pixels, Usage"):

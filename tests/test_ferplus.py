@@ -5,7 +5,8 @@ import pytest
 from beam_preprocess.csv_rows import BadRow, HeaderError
 from beam_preprocess.ferplus import check_header, majority_label, parse_ferplus_row
 
-HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+HEADER = (
+    "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF")
 
 
 @pytest.mark.parametrize("votes, label", [
