@@ -1,0 +1,145 @@
+"""The emotion classifier: VGGFace2 ResNet-50 backbone plus a small head, and where it trains.
+
+`build_emotion_model` takes raw faces (0..255, grey or RGB) and returns float32 logits;
+`set_trainable` chooses the fine-tuning cut by block name; `split_at_cut` cuts the model there
+into a frozen part (computed once, e.g. to cache features) and the part that trains.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from trainer import vggface_layout as layout
+from trainer.vggface import VGGFace2Preprocess, build_backbone, load_vggface_weights
+from trainer.vggface_download import fetch_vggface_weights
+
+TRAIN_ALL = "all"
+TRAIN_HEAD_ONLY = "none"
+TRAINABLE_FROM_CHOICES = (TRAIN_ALL, TRAIN_HEAD_ONLY, *layout.BLOCK_NAMES)
+
+INPUT_NAME = "image"
+PREPROCESS_NAME = "preprocess"
+HEAD_LAYER_NAMES = ("global_avg_pool", "head_dense", "head_dropout", "logits")
+BACKBONE_OUTPUT = "activation_49"
+
+
+@keras.saving.register_keras_serializable(package="vggface_emotion")
+class SwitchableBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose use of batch statistics is a setting, not only `trainable`.
+
+    With `use_batch_statistics=False` the layer normalises with its moving statistics even in
+    training, while gamma and beta can still learn: the Keras transfer-learning advice (BN in
+    inference mode when fine-tuning) without freezing the affine part. A frozen layer
+    (`trainable=False`) always runs in inference mode, as in Keras.
+    """
+
+    def __init__(self, use_batch_statistics=True, **kwargs):
+        super().__init__(**kwargs)
+        self.use_batch_statistics = use_batch_statistics
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=bool(training) and self.use_batch_statistics,
+                            mask=mask)
+
+    def get_config(self):
+        return {**super().get_config(), "use_batch_statistics": self.use_batch_statistics}
+
+
+def _switchable_batch_norm(original_name):
+    return SwitchableBatchNormalization(name=layout.keras_name(original_name))
+
+
+def build_emotion_model(num_classes, image_size=224, input_channels=1, weights=None,
+                        trainable_from="conv5_3", dense_units=256, dropout=0.5,
+                        train_top_batchnorm=False) -> keras.Model:
+    """Faces [N, S, S, C] with values 0..255 (float or uint8) -> float32 logits [N, num_classes].
+
+    Args:
+      num_classes: number of emotion classes.
+      image_size: S; any size from 32 up works because the head pools globally (at 224 this
+        equals the original 7x7 `avg_pool`).
+      input_channels: 1 for grayscale faces, 3 for RGB.
+      weights: None (random backbone), "vggface2" (published notop file, downloaded and cached),
+        or a path (local or gs://) to a keras-vggface weight file.
+      trainable_from, train_top_batchnorm: see `set_trainable`.
+      dense_units, dropout: the head, Dense(dense_units, relu) -> Dropout -> Dense(logits).
+    """
+    if input_channels not in (1, 3):
+        raise ValueError(f"input_channels must be 1 (grey) or 3 (RGB), got {input_channels}")
+    inputs = keras.Input(shape=(image_size, image_size, input_channels), name=INPUT_NAME)
+    x = VGGFace2Preprocess(name=PREPROCESS_NAME)(inputs)
+    x = build_backbone(x, batch_norm=_switchable_batch_norm)
+    pool_name, dense_name, dropout_name, logits_name = HEAD_LAYER_NAMES
+    x = keras.layers.GlobalAveragePooling2D(name=pool_name)(x)
+    x = keras.layers.Dense(dense_units, activation="relu", name=dense_name)(x)
+    x = keras.layers.Dropout(dropout, name=dropout_name)(x)
+    # float32 whatever the global policy: softmax/cross-entropy on float16 logits is unstable.
+    logits = keras.layers.Dense(num_classes, dtype="float32", name=logits_name)(x)
+    model = keras.Model(inputs, logits, name="vggface_emotion")
+    if weights == "vggface2":
+        weights = fetch_vggface_weights(include_top=False)
+    if weights is not None:
+        load_vggface_weights(model, weights)
+    set_trainable(model, trainable_from, train_top_batchnorm=train_top_batchnorm)
+    return model
+
+
+def _check_trainable_from(trainable_from):
+    if trainable_from not in TRAINABLE_FROM_CHOICES:
+        raise ValueError(f"Unknown trainable_from {trainable_from!r}; valid: "
+                         f"{', '.join(TRAINABLE_FROM_CHOICES)}")
+
+
+def _trainable_backbone_layers(trainable_from) -> set[str]:
+    """Keras names of the backbone layers at or above the cut."""
+    originals = layout.original_layer_names()
+    if trainable_from == TRAIN_HEAD_ONLY:
+        return set()
+    start = 0 if trainable_from == TRAIN_ALL else originals.index(f"{trainable_from}_1x1_reduce")
+    return {layout.keras_name(name) for name in originals[start:]}
+
+
+def set_trainable(model, trainable_from="conv5_3", train_top_batchnorm=False) -> None:
+    """Freezes the backbone below the cut; everything from the cut up, and the head, trains.
+
+    trainable_from: a block name such as "conv5_3" (default: the blog's "activation_46" cut,
+    i.e. the whole conv5_3 block trains), "conv4_1", "conv5_1"...; "none" (head only) or "all".
+    BatchNorm layers below the cut are frozen and run in inference mode; above the cut their
+    gamma/beta train but they still normalise with their moving statistics, unless
+    train_top_batchnorm is True (then they use batch statistics in training, as in Keras 2).
+    Recompile the model afterwards.
+    """
+    _check_trainable_from(trainable_from)
+    above_cut = _trainable_backbone_layers(trainable_from)
+    backbone = set(layout.original_names_by_keras_name())
+    model.trainable = True
+    for layer in model.layers:
+        if layer.name in backbone:
+            layer.trainable = layer.name in above_cut
+        else:
+            layer.trainable = True
+        if isinstance(layer, SwitchableBatchNormalization):
+            layer.use_batch_statistics = layer.trainable and train_top_batchnorm
+
+
+def cut_layer_name(trainable_from) -> str:
+    """Name of the layer whose output is the input of the trainable part."""
+    _check_trainable_from(trainable_from)
+    if trainable_from == TRAIN_ALL:
+        return PREPROCESS_NAME
+    if trainable_from == TRAIN_HEAD_ONLY:
+        return BACKBONE_OUTPUT
+    return layout.keras_name(layout.block_input_activation(trainable_from))
+
+
+def split_at_cut(model, trainable_from="conv5_3") -> tuple[keras.Model, keras.Model]:
+    """(frozen_part, trainable_part), sharing the layers (and weights) of `model`.
+
+    trainable_part(frozen_part(x)) == model(x). The frozen part ends at the cut, e.g. the output
+    of block conv5_2 (activation_46) for "conv5_3", or the 2048-channel backbone output for
+    "none"; it holds no trainable layer when `set_trainable` was called with the same setting.
+    """
+    cut = model.get_layer(cut_layer_name(trainable_from)).output
+    frozen_part = keras.Model(model.input, cut, name="frozen_part")
+    trainable_part = keras.Model(cut, model.output, name="trainable_part")
+    return frozen_part, trainable_part
