@@ -29,7 +29,7 @@ setuptools.setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "cloud": ["google-cloud-aiplatform>=1.100,<2"],
+        "cloud": ["google-cloud-aiplatform>=1.100,<2", "build>=1.2,<2"],
         "dev": ["pytest>=8,<10", "ruff>=0.15,<1", "gcp-storage-emulator>=2024.1", "build>=1.2,<2"],
     },
 )

@@ -175,6 +175,7 @@ def config_from_flags() -> JobConfig:
 
 def run(argv: list[str]) -> None:
     """Parses our flags from argv (argv[0] is the program), hands the rest to Beam, runs."""
+    flags.FLAGS.unparse_flags()  # a second run in one process must not inherit the first's flags
     beam_args = flags.FLAGS(argv, known_only=True)[1:]
     config = config_from_flags()
     layout = check_inputs(config)

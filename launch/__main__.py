@@ -1,0 +1,46 @@
+"""`python -m launch preprocess|train ...`: our code on Dataflow or Vertex AI, one command each.
+
+A problem the user can fix ends in one message on stderr and exit code 1 (2 for bad flags),
+never a stack trace.
+"""
+
+import importlib
+import logging
+import sys
+
+from absl import flags
+
+from launch.errors import LaunchError
+
+COMMANDS = {
+    "preprocess": "launch.preprocess_cli",  # beam_preprocess on Dataflow
+    "train": "launch.train_cli",  # the trainer as a Vertex AI custom job
+}
+USAGE = """\
+usage: python -m launch {preprocess,train} [flags]   (--help after a command lists its flags)
+  preprocess  run beam_preprocess on Dataflow
+  train       run the trainer as a Vertex AI custom job"""
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        asked_for_help = len(argv) >= 2 and argv[1] in ("-h", "--help", "help")
+        print(USAGE, file=sys.stdout if asked_for_help else sys.stderr)
+        return 0 if asked_for_help else 2
+    command = argv[1]
+    # Commands are imported on use: `preprocess` must work without the cloud extra.
+    cli = importlib.import_module(COMMANDS[command])
+    try:
+        return cli.main(argv[1:])
+    except flags.Error as error:
+        print(f"launch {command}: error: {error}\nSee `python -m launch {command} --help`.",
+              file=sys.stderr)
+        return 2
+    except LaunchError as error:
+        print(f"launch {command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sys.exit(main(sys.argv))

@@ -1,0 +1,179 @@
+"""`python -m launch train`: the trainer as a Vertex AI custom job.
+
+Everything after `--` (and every --trainer_arg) goes to `python -m trainer` unchanged, after
+--data_dir and --job_dir. The request is built by launch.vertex and sent by launch.vertex_submit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import sys
+
+from absl import flags
+
+from launch.errors import LaunchError, load_credentials
+from launch.validation import check_region, gcs_bucket, require_gcs_uri
+
+
+def define_flags() -> flags.FlagValues:
+    """A fresh set of this command's flags, so that each call of main starts from defaults."""
+    fv = flags.FlagValues()
+    flags.DEFINE_string("project", None, "Google Cloud project ID.", flag_values=fv)
+    flags.DEFINE_string("region", None, "Vertex AI region, e.g. us-central1.", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "gs:// output directory of `launch preprocess`.",
+                        flag_values=fv)
+    flags.DEFINE_string("job_dir", None, "gs:// directory for this run's checkpoints, logs and "
+                        "model (also the job's base output directory).", flag_values=fv)
+    flags.DEFINE_string("display_name", None, "Job name in the console (default: "
+                        "vggface-emotion-train-<UTC timestamp>).", flag_values=fv)
+    flags.DEFINE_string("machine_type", "n1-standard-8", "Machine type of every replica "
+                        "(cloud-tpu for TPU v2/v3).", flag_values=fv)
+    flags.DEFINE_string("accelerator_type", None, "e.g. NVIDIA_TESLA_T4, NVIDIA_L4, "
+                        "NVIDIA_TESLA_V100, TPU_V3 (default: none, CPU only).", flag_values=fv)
+    flags.DEFINE_integer("accelerator_count", 1, "Accelerators per replica (8 for a TPU v2/v3 "
+                         "host).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_string("tpu_topology", None, "TPU slice topology, e.g. 2x2 (TPU v5e only).",
+                        flag_values=fv)
+    flags.DEFINE_integer("worker_count", 0, "Replicas besides the chief (multi-worker training; "
+                         "each is billed like the chief).", lower_bound=0, flag_values=fv)
+    flags.DEFINE_string("executor_image_uri", None, "Prebuilt Vertex AI TensorFlow image that "
+                        "installs and runs our sdist (default: the newest tf-cpu/tf-gpu/tf-tpu "
+                        "image for the hardware, from the registry nearest the region).",
+                        flag_values=fv)
+    flags.DEFINE_string("container_image", None, "Custom image with Python, TensorFlow and this "
+                        "package installed; runs `python -m trainer`, no sdist is uploaded.",
+                        flag_values=fv)
+    flags.DEFINE_string("staging_dir", None, "gs:// directory for the uploaded sdist (default: "
+                        "gs://<job_dir bucket>/staging).", flag_values=fv)
+    flags.DEFINE_string("tensorboard", None, "Vertex AI TensorBoard instance (ID or resource name) "
+                        "that shows the logs live; needs --service_account.", flag_values=fv)
+    flags.DEFINE_string("service_account", None, "Service account the job runs as.",
+                        flag_values=fv)
+    flags.DEFINE_bool("spot", False, "Run on Spot VMs: much cheaper, may be preempted (the trainer "
+                      "resumes from its backup).", flag_values=fv)
+    flags.DEFINE_float("timeout_hours", None, "Stop the job after this long (default: Vertex AI's "
+                       "7 days).", lower_bound=0.01, flag_values=fv)
+    flags.DEFINE_multi_string("trainer_arg", [], "A trainer flag for the job (repeatable; for "
+                              "flagfiles). Flags after `--` are added after these.",
+                              flag_values=fv)
+    flags.DEFINE_bool("wait", False, "Poll the job until it ends; exit 0 only if it succeeded.",
+                      flag_values=fv)
+    flags.DEFINE_integer("poll_seconds", 60, "Seconds between polls with --wait.", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_bool("dry_run", False, "Print the CreateCustomJob request as JSON; contact "
+                      "nothing, write nothing.", flag_values=fv)
+    return fv
+
+
+USAGE = """\
+python -m launch train --project P --region R --data_dir gs://.../records \\
+    --job_dir gs://.../run1 [--flagfile=configs/vertex_gpu.cfg] [--dry_run] [--wait] \\
+    [-- trainer flags]"""
+
+
+def default_display_name(now: datetime.datetime | None = None) -> str:
+    now = now or datetime.datetime.now(datetime.UTC)
+    return f"vggface-emotion-train-{now:%Y%m%d-%H%M%S}"
+
+
+def split_trainer_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(launcher argv, trainer args): the trainer's are those after the first `--`."""
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
+def expand_flagfiles(args: list[str]) -> list[str]:
+    """Trainer flags with any --flagfile read here: the job's machines do not have our files."""
+    return flags.FlagValues().read_flags_from_files(args, force_gnu=True)
+
+
+def import_vertex():
+    """launch.vertex and launch.vertex_submit; they need the `cloud` extra."""
+    try:
+        return (importlib.import_module("launch.vertex"),
+                importlib.import_module("launch.vertex_submit"))
+    except ImportError as error:
+        if "aiplatform" not in str(error):
+            raise
+        raise LaunchError("`launch train` needs google-cloud-aiplatform: "
+                          "pip install -c constraints.txt -e '.[cloud]'") from None
+
+
+def spec_from_flags(fv: flags.FlagValues, vertex, trainer_args: list[str]):
+    for name in ("project", "region", "data_dir", "job_dir"):
+        if not fv[name].value:
+            raise flags.ValidationError(f"--{name} is required")
+    hardware = vertex.Hardware(
+        machine_type=fv.machine_type,
+        accelerator_type=fv.accelerator_type,
+        accelerator_count=fv.accelerator_count if fv.accelerator_type else 0,
+        tpu_topology=fv.tpu_topology)
+    return vertex.TrainingSpec(
+        project=fv.project,
+        region=check_region(fv.region),
+        display_name=fv.display_name or default_display_name(),
+        data_dir=require_gcs_uri(fv.data_dir, "data_dir"),
+        job_dir=require_gcs_uri(fv.job_dir, "job_dir"),
+        hardware=hardware,
+        worker_count=fv.worker_count,
+        trainer_args=tuple(expand_flagfiles(fv.trainer_arg + trainer_args)),
+        executor_image_uri=fv.executor_image_uri,
+        container_image=fv.container_image,
+        tensorboard=fv.tensorboard,
+        service_account=fv.service_account,
+        spot=fv.spot,
+        timeout_hours=fv.timeout_hours,
+    )
+
+
+def staging_dir_from_flags(fv: flags.FlagValues) -> str:
+    if fv.staging_dir:
+        return require_gcs_uri(fv.staging_dir, "staging_dir")
+    return f"gs://{gcs_bucket(fv.job_dir)}/staging"
+
+
+def dry_run(vertex, vertex_submit, spec, staging_dir: str) -> int:
+    uri, distribution = vertex_submit.planned_package(spec, staging_dir)
+    print(vertex.request_json(vertex.create_request(spec, uri)))
+    if distribution is not None:
+        problem = vertex.python_mismatch(vertex.executor_image(spec),
+                                         distribution.requires_python)
+        if problem:
+            print(f"WARNING: a real submission would stop here: {problem}", file=sys.stderr)
+    return 0
+
+
+def submit(fv: flags.FlagValues, vertex_submit, spec, staging_dir: str) -> int:
+    from google.cloud import storage
+
+    credentials = load_credentials()
+    storage_client = storage.Client(project=spec.project, credentials=credentials)
+    client = vertex_submit.job_client(spec.region, credentials)
+    job = vertex_submit.submit_training(spec, staging_dir, storage_client=storage_client,
+                                        job_client=client)
+    if not fv.wait:
+        return 0
+    final = vertex_submit.wait_for_job(client, job.name, fv.poll_seconds)
+    if final.state.name != "JOB_STATE_SUCCEEDED":
+        print(f"The job ended in {final.state.name}: {final.error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """argv[0] is the command name; returns the exit code."""
+    fv = define_flags()
+    launcher_argv, trainer_args = split_trainer_args(argv)
+    if {"-h", "--help", "--helpfull"} & set(launcher_argv):
+        print(USAGE + "\n\n" + fv.get_help())
+        return 0
+    fv(launcher_argv)
+    vertex, vertex_submit = import_vertex()
+    spec = spec_from_flags(fv, vertex, trainer_args)
+    staging_dir = staging_dir_from_flags(fv)
+    if fv.dry_run:
+        return dry_run(vertex, vertex_submit, spec, staging_dir)
+    return submit(fv, vertex_submit, spec, staging_dir)
