@@ -8,6 +8,7 @@ is passed to Beam untouched, so the same command runs on Dataflow with --runner 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import apache_beam as beam
@@ -91,21 +92,23 @@ class ReadFerPlusLabels(beam.PTransform):
         self._path = path
 
     def expand(self, pbegin):
-        def parse(numbered_line):
-            line_number, line = numbered_line
-            if line_number == 1 or csv_rows.is_blank(line):
-                return
-            parsed = ferplus.parse_ferplus_row(line, line_number)
-            if isinstance(parsed, BadRow):
-                yield beam.pvalue.TaggedOutput("bad", BadRow(
-                    parsed.line_number, f"ferplus_csv {parsed.field}", parsed.reason,
-                    parsed.raw_start))
-            else:
-                yield parsed
-
         return (pbegin
                 | "ReadFerPlusCsv" >> ReadNumberedLines(self._path)
-                | "ParseFerPlus" >> beam.FlatMap(parse).with_outputs("bad", main="labels"))
+                | "ParseFerPlus" >> beam.FlatMap(_parse_ferplus_line).with_outputs(
+                    "bad", main="labels"))
+
+
+def _parse_ferplus_line(numbered_line):
+    line_number, line = numbered_line
+    if line_number == 1 or csv_rows.is_blank(line):
+        return
+    parsed = ferplus.parse_ferplus_row(line, line_number)
+    if isinstance(parsed, BadRow):
+        # Named as the FER+ file's field, so a dead letter cannot be mistaken for fer2013's line.
+        yield beam.pvalue.TaggedOutput("bad", dataclasses.replace(
+            parsed, field=f"ferplus_csv {parsed.field}"))
+    else:
+        yield parsed
 
 
 def check_inputs(config: JobConfig) -> csv_rows.ColumnLayout:
