@@ -25,7 +25,7 @@ setuptools.setup(
         "absl-py>=2.1,<3",
         "numpy>=2,<3",
         "h5py>=3.10,<4",
-        "opencv-python-headless>=4.9,<6",
+        "opencv-python-headless>=4.14,<5",  # 5.x removed the Haar face detector
         "matplotlib>=3.8,<4",
     ],
     extras_require={

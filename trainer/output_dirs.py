@@ -1,0 +1,53 @@
+"""Where a training job writes: under --job_dir, unless Vertex AI names the place.
+
+Vertex AI custom jobs with a base output directory set AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and
+AIP_TENSORBOARD_LOG_DIR; its model registry reads the SavedModel from AIP_MODEL_DIR and its
+TensorBoard integration reads AIP_TENSORBOARD_LOG_DIR, so those win over --job_dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from collections.abc import Mapping
+
+MODEL_DIR_ENV = "AIP_MODEL_DIR"
+CHECKPOINT_DIR_ENV = "AIP_CHECKPOINT_DIR"
+TENSORBOARD_DIR_ENV = "AIP_TENSORBOARD_LOG_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputDirs:
+    checkpoints: str  # last.weights.h5, best.weights.h5, best.json
+    backup: str  # tf.train.Checkpoint state for resuming a killed job
+    logs: str  # TensorBoard event files
+    saved_model: str  # the serving SavedModel
+    export: str  # model.keras and labels.json
+    eval: str  # metrics.json, confusion_matrix.png
+
+
+def _join(base: str, name: str) -> str:
+    return posixpath.join(base.rstrip("/"), name)
+
+
+def resolve_output_dirs(job_dir: str, env: Mapping[str, str]) -> OutputDirs:
+    """The output directories for `job_dir`, honouring Vertex AI's AIP_* variables in `env`."""
+    if not job_dir:
+        raise ValueError("--job_dir is required (a local directory or gs:// path)")
+    checkpoint_root = env.get(CHECKPOINT_DIR_ENV)
+    export = _join(job_dir, "export")
+    return OutputDirs(
+        checkpoints=checkpoint_root.rstrip("/") if checkpoint_root
+        else _join(job_dir, "checkpoints"),
+        backup=_join(checkpoint_root, "backup") if checkpoint_root else _join(job_dir, "backup"),
+        logs=env.get(TENSORBOARD_DIR_ENV, "").rstrip("/") or _join(job_dir, "logs"),
+        saved_model=env.get(MODEL_DIR_ENV, "").rstrip("/") or _join(export, "saved_model"),
+        export=export,
+        eval=_join(job_dir, "eval"),
+    )
+
+
+def worker_temp_dir(path: str, task_id: int) -> str:
+    """Where a non-chief worker writes what the chief writes to `path` (tf.distribute's
+    multi-worker convention): a private place it deletes afterwards."""
+    return _join(path, f"workertemp_{task_id}")
