@@ -167,3 +167,55 @@ def test_bad_configuration_fails_with_one_clear_message(small_data, tmp_path, ca
     assert message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert not (tmp_path / "job" / "export").exists()
+
+
+CACHED_FLAGS = ("--cache_features", "--cache_dtype=float32", "--rotation_degrees=0",
+                "--shift_fraction=0", "--zoom_fraction=0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("memory_gb, where", [("4", "kept in memory"),
+                                              ("0", "written to TFRecord shards")],
+                         ids=["memory", "disk"])
+def test_cached_features_train_a_full_model_whose_validation_accuracy_they_reported(
+        trained_job, tmp_path, memory_gb, where):
+    data, _, manifest = trained_job
+    job = tmp_path / "job"
+    result = run_trainer(f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS, *CACHED_FLAGS,
+                         f"--cache_memory_gb={memory_gb}", "--head_epochs=1", "--epochs=1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert where in result.stderr
+    assert (job / "cache").is_dir() == (memory_gb == "0")
+    assert json.loads((job / "eval/metrics.json").read_text())["records"] == 14
+    # The validation accuracy measured on cached features during training is the exported
+    # full model's accuracy on the validation faces.
+    best = json.loads((job / "checkpoints/best.json").read_text())
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "trainer.evaluate", f"--model={job / 'export/saved_model'}",
+         f"--data_dir={data}", "--split=validation", f"--output={tmp_path / 'eval'}"],
+        cwd=REPO_ROOT, env=trainer_env(), capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    full = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert full["records"] == manifest.splits["validation"].records
+    assert full["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_mixed_precision_and_xla_train_on_cpu_and_export_float32(trained_job, tmp_path):
+    """The GPU/TPU settings (configs/multi_gpu.cfg, tpu.cfg) run here first: XLA compiles on
+    CPU, and mixed precision is bfloat16 on CPU as on TPU."""
+    import keras
+
+    import trainer.model  # noqa: F401  (registers the custom layers for loading)
+
+    data, _, _ = trained_job
+    job = tmp_path / "job"
+    result = run_trainer(f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS,
+                         "--mixed_precision", "--jit_compile", "--head_epochs=1", "--epochs=1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "policy mixed_bfloat16" in result.stderr
+    metrics = json.loads((job / "eval/metrics.json").read_text())
+    assert np.isfinite(metrics["loss"]) and metrics["records"] == 14
+    model = keras.saving.load_model(job / "export/model.keras", compile=False)
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert model.compute_dtype == "float32"

@@ -70,6 +70,9 @@ def test_required_flags_are_enforced_by_the_parser():
     ({"dropout": 1.0}, "--dropout must be in"),
     ({"random_erasing": 1.5}, "probability"),
     ({"fine_tune_learning_rate": 0.0}, "--fine_tune_learning_rate must be > 0"),
+    ({"cache_features": True}, "cannot apply --rotation_degrees=10, --shift_fraction=0.1"),
+    ({"cache_features": True, "augment": False, "trainable_from": "all"},
+     "--cache_features needs a frozen part"),
 ])
 def test_impossible_values_are_rejected_with_the_flag_name(changes, message):
     with pytest.raises(ConfigError, match=message):

@@ -11,7 +11,7 @@ import dataclasses
 
 from absl import flags
 
-from trainer.model import TRAINABLE_FROM_CHOICES
+from trainer.model import TRAIN_ALL, TRAINABLE_FROM_CHOICES
 from trainer.strategy import STRATEGY_CHOICES
 
 WEIGHTS_NONE = "none"
@@ -59,6 +59,9 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     tta: bool = False
+    cache_features: bool = False
+    cache_dtype: str = "float16"
+    cache_memory_gb: float = 4.0
     seed: int = 0
 
     def __post_init__(self):
@@ -95,8 +98,31 @@ def _validate(config: TrainConfig) -> None:
         problems.append(f"--random_erasing is a probability, got {config.random_erasing}")
     if config.strategy == "tpu" and config.logical_cpu_devices > 1:
         problems.append("--logical_cpu_devices cannot be used with --strategy=tpu")
+    problems += _cache_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _cache_problems(config: TrainConfig) -> list[str]:
+    """--cache_features trains on features computed once per face: only flips (cached as a
+    second view) survive; a random rotation, shift, zoom or erasing would need new features
+    every epoch, so it is refused rather than silently applied once."""
+    if not config.cache_features:
+        return []
+    problems = []
+    if config.trainable_from == TRAIN_ALL:
+        problems.append("--cache_features needs a frozen part: --trainable_from=all trains "
+                        "the whole network")
+    uncacheable = [f"--{name}={getattr(config, name):g}" for name in
+                   ("rotation_degrees", "shift_fraction", "zoom_fraction", "random_erasing")
+                   if getattr(config, name) > 0]
+    if config.augment and uncacheable:
+        problems.append("--cache_features caches each face (and its mirror image) once, so "
+                        f"it cannot apply {', '.join(uncacheable)}: set them to 0 (flips stay) "
+                        "or use --noaugment")
+    if config.cache_memory_gb < 0:
+        problems.append(f"--cache_memory_gb must be >= 0, got {config.cache_memory_gb}")
+    return problems
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -179,6 +205,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train and eval steps.", **fv)
     flags.DEFINE_bool("tta", False, "Test-time augmentation in the final evaluation: average "
                       "the probabilities of each face and its mirror image.", **fv)
+    flags.DEFINE_bool("cache_features", False, "Run the frozen part below --trainable_from "
+                      "once per face (and its mirror image) and train the rest on the cached "
+                      "outputs: much faster epochs. Only flip augmentation.", **fv)
+    flags.DEFINE_enum("cache_dtype", default("cache_dtype"), ["float16", "float32"],
+                      "Storage type of cached features (float16 halves memory and disk).", **fv)
+    flags.DEFINE_float("cache_memory_gb", default("cache_memory_gb"), "Keep the feature "
+                       "cache in memory up to this size per process, else write it to "
+                       "job_dir/cache/ (0: always disk).", **fv)
     flags.DEFINE_integer("seed", default("seed"), "Random seed.", **fv)
     flags.mark_flags_as_required(["data_dir", "job_dir"], flag_values=flag_values)
 

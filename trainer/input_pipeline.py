@@ -72,7 +72,7 @@ class Augmentation:
     random_erasing: float = 0.0  # probability per face
 
 
-def _decoder(image_size: int, num_classes: int):
+def record_decoder(image_size: int, num_classes: int):
     def decode(serialized):
         image, label, _ = parse_example(serialized, image_size)
         label = tf.cast(label, tf.int32)
@@ -159,7 +159,7 @@ def train_dataset(files: list[str], image_size: int, num_classes: int,
     if shard_records:
         records = records.shard(num_pipelines, pipeline_id)
     dataset = (records.shuffle(shuffle_buffer, seed=seed)
-               .map(_decoder(image_size, num_classes), num_parallel_calls=AUTOTUNE,
+               .map(record_decoder(image_size, num_classes), num_parallel_calls=AUTOTUNE,
                     deterministic=False)
                .batch(per_replica_batch, drop_remainder=True))
     if augmentation is not None:
@@ -180,7 +180,7 @@ def eval_dataset(files: list[str], image_size: int, num_classes: int, num_record
     global_batch = per_replica_batch * num_replicas
     padding = -num_records % global_batch
     records = tf.data.TFRecordDataset(list(files), num_parallel_reads=min(len(files), 8))
-    faces = records.map(_decoder(image_size, num_classes), num_parallel_calls=AUTOTUNE)
+    faces = records.map(record_decoder(image_size, num_classes), num_parallel_calls=AUTOTUNE)
     faces = faces.map(lambda x, y: (x, y, tf.constant(1.0)))
     blank = (tf.zeros([image_size, image_size, CHANNELS], tf.uint8), tf.constant(0),
              tf.constant(0.0))
@@ -193,7 +193,7 @@ def eval_dataset(files: list[str], image_size: int, num_classes: int, num_record
 def find_corrupt_record(files: list[str], image_size: int,
                         num_classes: int) -> tuple[str, int, str] | None:
     """(file, record index, error) of the first unreadable record in `files`, or None."""
-    decode = _decoder(image_size, num_classes)
+    decode = record_decoder(image_size, num_classes)
     for path in files:
         index = 0
         try:

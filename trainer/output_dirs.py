@@ -24,6 +24,7 @@ class OutputDirs:
     saved_model: str  # the serving SavedModel
     export: str  # model.keras and labels.json
     eval: str  # metrics.json, confusion_matrix.png
+    cache: str  # --cache_features shards when they do not fit in memory
 
 
 def _join(base: str, name: str) -> str:
@@ -44,6 +45,7 @@ def resolve_output_dirs(job_dir: str, env: Mapping[str, str]) -> OutputDirs:
         saved_model=env.get(MODEL_DIR_ENV, "").rstrip("/") or _join(export, "saved_model"),
         export=export,
         eval=_join(job_dir, "eval"),
+        cache=_join(job_dir, "cache"),
     )
 
 

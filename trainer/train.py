@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from beam_preprocess.record_format import Manifest
-from trainer import checkpoints, export, summaries
+from trainer import checkpoints, export, feature_cache, summaries
 from trainer.config import TrainConfig
 from trainer.evaluate import (
     ConfusionMatrix,
@@ -39,7 +39,7 @@ from trainer.input_pipeline import (
     train_dataset,
 )
 from trainer.losses import WeightedCrossEntropy, class_weights
-from trainer.model import TRAIN_HEAD_ONLY, build_emotion_model, set_trainable
+from trainer.model import TRAIN_HEAD_ONLY, build_emotion_model, set_trainable, split_at_cut
 from trainer.optimization import Plateau, current_learning_rate, make_optimizer
 from trainer.output_dirs import OutputDirs, resolve_output_dirs
 from trainer.progress import EpochProgress, format_values, interactive
@@ -109,9 +109,27 @@ class Trainer:
             self.eval_loss = keras.metrics.Mean(name="eval_loss")
             self.eval_confusion = ConfusionMatrix(manifest.num_classes)
             self.best_accuracy = tf.Variable(-1.0, trainable=False, name="best_val_accuracy")
+        # With --cache_features the steps run only the part above the cut, on cached features
+        # of the train and validation splits; the test split and the exports use the whole.
+        self.step_model = self.model
+        self.caches: dict[str, feature_cache.FeatureCache] = {}
         self.writers = self._summary_writers()
         self._eval_steps = {}
         self._eval_datasets = {}
+
+    def cache_features(self) -> None:
+        """Runs the frozen part once over the train (both views when flipping) and
+        validation faces; from then on training and validation read the cache."""
+        config, manifest = self.config, self.manifest
+        frozen_part, self.step_model = split_at_cut(self.model, config.trainable_from)
+        sources = [feature_cache.SplitSource(split, self._files(split),
+                                             manifest.splits[split].records, views)
+                   for split, views in (("train", 2 if config.augment else 1),
+                                        ("validation", 1))]
+        self.caches = feature_cache.cache_features(
+            self.strategy, frozen_part, manifest, sources, config.batch_size,
+            config.cache_dtype, self.dirs.cache, int(config.cache_memory_gb * 2**30),
+            config.jit_compile)
 
     # --- datasets -------------------------------------------------------------------------
 
@@ -125,9 +143,12 @@ class Trainer:
                         if config.augment else None)
 
         def dataset_fn(context):
+            per_replica_batch = context.get_per_replica_batch_size(self.global_batch)
+            if "train" in self.caches:
+                return self.caches["train"].train_dataset(per_replica_batch,
+                                                          config.shuffle_buffer, seed)
             return train_dataset(self._files("train"), manifest.image_size,
-                                 manifest.num_classes,
-                                 context.get_per_replica_batch_size(self.global_batch), context,
+                                 manifest.num_classes, per_replica_batch, context,
                                  augmentation, config.shuffle_buffer, seed)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
@@ -137,6 +158,9 @@ class Trainer:
             records = self.manifest.splits[split].records
 
             def dataset_fn(context):
+                if split in self.caches:
+                    return self.caches[split].eval_dataset(self.config.batch_size,
+                                                           self.replicas)
                 return eval_dataset(self._files(split), self.manifest.image_size,
                                     self.manifest.num_classes, records, self.config.batch_size,
                                     self.replicas, context)
@@ -148,7 +172,7 @@ class Trainer:
     # --- steps ----------------------------------------------------------------------------
 
     def _train_function(self, optimizer):
-        model, loss_fn, global_batch = self.model, self.loss_fn, self.global_batch
+        model, loss_fn, global_batch = self.step_model, self.loss_fn, self.global_batch
 
         def forward_backward(images, labels):
             with tf.GradientTape() as tape:
@@ -176,9 +200,9 @@ class Trainer:
 
         return train_steps
 
-    def _eval_step(self, tta: bool):
-        if tta not in self._eval_steps:
-            model = self.model
+    def _eval_step(self, tta: bool, cached: bool):
+        if (tta, cached) not in self._eval_steps:
+            model = self.step_model if cached else self.model
 
             def predict_logits(images):
                 return model(images, training=False)
@@ -198,14 +222,14 @@ class Trainer:
             def eval_step(batch):
                 self.strategy.run(replica_eval_compiled, args=batch)
 
-            self._eval_steps[tta] = eval_step
-        return self._eval_steps[tta]
+            self._eval_steps[tta, cached] = eval_step
+        return self._eval_steps[tta, cached]
 
     def evaluate(self, split: str, tta: bool = False) -> tuple[np.ndarray, float]:
         """(confusion matrix, mean loss) of the current model on a whole split."""
         self.eval_loss.reset_state()
         self.eval_confusion.reset_state()
-        step = self._eval_step(tta)
+        step = self._eval_step(tta, cached=split in self.caches)
         with naming_corrupt_files(self._files(split), self.manifest.image_size,
                                   self.manifest.num_classes):
             for batch in self._eval_data(split):
@@ -337,6 +361,8 @@ class Trainer:
         with_backup = [i for i, p in enumerate(self.phases)
                        if checkpoints.has_backup(self.dirs.backup, p.name)]
         start = with_backup[-1] if with_backup else 0
+        if self.config.cache_features:
+            self.cache_features()
         for index, phase in enumerate(self.phases):
             if index >= start:
                 self._run_phase(phase, index, restore=index == start)
