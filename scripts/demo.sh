@@ -5,7 +5,7 @@
 #   bash scripts/demo.sh [OUTPUT_DIR]      (default: demo_output/)
 source "$(dirname "$0")/venv.sh"
 out="${1:-demo_output}"
-rows="${DEMO_ROWS:-3000}"
+rows="${DEMO_ROWS:-6000}"
 mkdir -p "$out"
 export TF_CPP_MIN_LOG_LEVEL=2
 
@@ -14,7 +14,7 @@ python -m beam_preprocess.synthetic --rows "$rows" --output "$out/fer2013_synthe
 
 echo "== 2/3 Beam preprocessing -> $out/records"
 python -m beam_preprocess --input "$out/fer2013_synthetic.csv" --output_dir "$out/records" \
-    --image_size 64 --num_shards 8 --num_eval_shards 2 --runner DirectRunner
+    --image_size 48 --num_shards 8 --num_eval_shards 2 --runner DirectRunner
 
 echo "== 3/3 Training, evaluation and export -> $out/job"
 python -m trainer --flagfile=configs/demo.cfg --data_dir "$out/records" --job_dir "$out/job"
