@@ -82,10 +82,12 @@ def test_impossible_values_are_rejected_with_the_flag_name(changes, message):
 def test_config_files_parse(tmp_path):
     from tests.trainer_data import REPO_ROOT
 
-    for name in ("local_cpu", "multi_gpu", "tpu"):
-        config = parse(f"--flagfile={REPO_ROOT / 'configs' / f'{name}.cfg'}",
-                       "--data_dir=d", "--job_dir=j")
-        assert config.batch_size >= 1
+    configs = {name: parse(f"--flagfile={REPO_ROOT / 'configs' / f'{name}.cfg'}",
+                           "--data_dir=d", "--job_dir=j")
+               for name in ("local_cpu", "local_cpu_cached", "demo", "multi_gpu", "tpu")}
+    assert all(config.batch_size >= 1 for config in configs.values())
+    assert configs["local_cpu_cached"].cache_features
+    assert configs["demo"].weights is None and configs["demo"].trainable_from == "all"
     tpu = parse(f"--flagfile={REPO_ROOT / 'configs' / 'tpu.cfg'}", "--data_dir=d",
                 "--job_dir=j")
     assert tpu.strategy == "tpu" and tpu.mixed_precision and tpu.batch_size % 8 == 0

@@ -211,8 +211,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_enum("cache_dtype", default("cache_dtype"), ["float16", "float32"],
                       "Storage type of cached features (float16 halves memory and disk).", **fv)
     flags.DEFINE_float("cache_memory_gb", default("cache_memory_gb"), "Keep the feature "
-                       "cache in memory up to this size per process, else write it to "
-                       "job_dir/cache/ (0: always disk).", **fv)
+                       "cache in memory up to this size per process (building it briefly takes "
+                       "twice that), else write it to job_dir/cache/ (0: always disk).", **fv)
     flags.DEFINE_integer("seed", default("seed"), "Random seed.", **fv)
     flags.mark_flags_as_required(["data_dir", "job_dir"], flag_values=flag_values)
 
