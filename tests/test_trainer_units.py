@@ -104,6 +104,7 @@ def test_outputs_go_under_job_dir_by_default():
     assert dirs.saved_model == "gs://b/run1/export/saved_model"
     assert dirs.export == "gs://b/run1/export"
     assert dirs.eval == "gs://b/run1/eval"
+    assert dirs.cache == "gs://b/run1/cache"
 
 
 def test_vertex_ai_directories_win_over_job_dir():
@@ -116,6 +117,7 @@ def test_vertex_ai_directories_win_over_job_dir():
     assert dirs.logs == "gs://b/out/logs"
     assert dirs.eval == "gs://b/run1/eval"
     assert dirs.export == "gs://b/run1/export"
+    assert dirs.cache == "gs://b/run1/cache"  # big and temporary: never in Vertex's model dir
 
 
 def test_non_chief_workers_write_to_their_own_temporary_dirs():

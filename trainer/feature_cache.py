@@ -388,8 +388,9 @@ def _read_info(directory: str) -> dict | None:
 
 
 def _remove_stale(cache_dir: str, prefix: str, keep: str) -> None:
-    """Deletes this pipeline's caches of the split made for other weights or data: at full
-    size each is gigabytes."""
+    """Deletes this pipeline's caches of the split made for other weights or data (at full
+    size each is gigabytes), and an interrupted build at `keep` (no cache.json), so that the
+    build starts from an empty directory."""
     if not tf.io.gfile.isdir(cache_dir):
         return
     for name in tf.io.gfile.listdir(cache_dir):
