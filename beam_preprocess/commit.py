@@ -29,6 +29,7 @@ from beam_preprocess.record_format import (
     SOURCE_IMAGE_SIZE,
     SPLITS,
     Manifest,
+    ShardInfo,
     SplitStats,
     shard_filename,
 )
@@ -99,8 +100,13 @@ def build_manifest(results: Sequence[ShardResult], config: JobConfig, *,
     for split in SPLITS:
         shards = [r for r in results if r.split == split]
         counts = [sum(r.class_counts[c] for r in shards) for c in range(len(class_names))]
-        files = [shard_filename(split, i, num_shards[split]) for i in range(num_shards[split])]
-        splits[split] = SplitStats(records=sum(counts), class_counts=counts, files=files)
+        written = {r.filename: r for r in shards}
+        infos = []
+        for i in range(num_shards[split]):
+            name = shard_filename(split, i, num_shards[split])
+            result = written.get(name, ShardResult(split, name, 0, (), 0.0, 0.0))
+            infos.append(ShardInfo(name, result.records, result.bytes, result.sha256))
+        splits[split] = SplitStats(records=sum(counts), class_counts=counts, shards=infos)
     bad_by_field: dict[str, int] = {}
     for row in bad_rows:
         bad_by_field[row.field] = bad_by_field.get(row.field, 0) + 1

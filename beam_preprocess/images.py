@@ -1,4 +1,4 @@
-"""Face images: 48x48 fer2013 pixels -> the record's resized PNG."""
+"""PNG encoding of the record's faces (resizing is record_format.resize_faces)."""
 
 import cv2
 import numpy as np
@@ -7,13 +7,6 @@ import numpy as np
 # filter encodes in ~0.45 ms to ~18.6 kB; OpenCV's default (level 3, adaptive filter) takes
 # ~1.2 ms for ~18.4 kB. Upsampled faces are smooth vertically, which "Up" predicts well.
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-
-
-def resize_face(face: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize (half-pixel centres, like tf.image.resize's default) of a 2-D uint8 face."""
-    if face.shape == (size, size):
-        return face
-    return cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def encode_png(image: np.ndarray) -> bytes:

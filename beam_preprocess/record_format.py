@@ -1,20 +1,28 @@
 """The record format shared by the preprocessing job (writer) and the trainer (reader).
 
 Everything both sides must agree on lives here and only here: feature keys and dtypes,
-image encoding, class names, split names, shard file names and the manifest.
+image encoding, the one resize implementation, class names, split names, shard file names and
+the manifest.
 
 One tf.train.Example per face:
-  image      bytes  a PNG of the face, grayscale (1 channel), IMAGE_SIZE x IMAGE_SIZE, uint8
-  label      int64  index into the manifest's class_names
-  row_index  int64  0-based data-row index in the source CSV (line number minus 2)
+  image               bytes    a PNG of the face, grey (1 channel), image_size^2, uint8
+  label               int64    index into the manifest's class_names (FER+: the majority vote)
+  row_index           int64    0-based data-row index in the source CSV (line number minus 2)
+  label_distribution  float32  [num_classes], only when the manifest says
+                               `label_distribution: true` (FER+): each class's share of the
+                               votes, summing to 1
 
 Why PNG with one channel (measured on this project's 2-core CPU, see README "Record format"):
-a 224x224 face upsampled from 48x48 is 50,176 B raw; PNG (zlib level 1) is ~22 kB, costs
-~0.8 ms to encode in Beam and ~0.3 ms to decode in tf.data, is lossless, and carries its own
-shape, so a size mismatch cannot be read silently. Three channels would only repeat the grey
-values; the model turns grey into RGB inside its graph.
+a 224x224 face upsampled from 48x48 is 50,176 B raw; PNG (zlib level 1) is ~19 kB, lossless,
+cheap to decode, and carries its own shape, so a size mismatch cannot be read silently. Three
+channels would only repeat the grey values; the model turns grey into three inside its graph.
 
-This module must stay importable without Apache Beam: the trainer imports it.
+`resize_faces` is the only resize of the project: the Beam job makes 224 px records with it,
+and the model's preprocessing stage and every export resize with it too, so a face served as
+raw 48x48 pixels reaches the network as the very numbers training saw.
+
+This module must stay importable without Apache Beam and without TensorFlow: the trainer's flag
+parsing and the Beam workers import it; TensorFlow is imported inside the functions that use it.
 """
 
 from __future__ import annotations
@@ -24,17 +32,19 @@ import json
 import posixpath
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
 ROW_INDEX_KEY = "row_index"
+LABEL_DISTRIBUTION_KEY = "label_distribution"
 
 IMAGE_ENCODING = "png"
 CHANNELS = 1
 DEFAULT_IMAGE_SIZE = 224
 SOURCE_IMAGE_SIZE = 48
-RESIZE_INTERPOLATION = "bilinear (OpenCV INTER_LINEAR, half-pixel centres)"
+RESIZE_METHOD = ("tf.image.resize bilinear (half-pixel centres, no antialiasing), rounded to "
+                 "uint8: record_format.resize_faces")
 
 SPLITS = ("train", "validation", "test")
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
@@ -56,18 +66,38 @@ def shard_filename(split: str, shard_index: int, num_shards: int) -> str:
     return f"{split}-{shard_index:05d}-of-{num_shards:05d}{SHARD_SUFFIX}"
 
 
-def feature_spec() -> dict[str, Any]:
-    """The tf.io.parse_single_example spec of a record."""
+def resize_faces(faces, size: int):
+    """uint8 faces [N, H, W, 1] (H == W, any size) -> uint8 [N, size, size, 1].
+
+    Bilinear with half-pixel centres, then rounded: the one resize implementation used by the
+    Beam job, the model's preprocessing stage and the exports. Works in graphs and eagerly.
+    """
     import tensorflow as tf
 
-    return {
+    faces = tf.convert_to_tensor(faces)
+    if faces.shape[1] == size and faces.shape[2] == size:
+        return tf.cast(faces, tf.uint8) if faces.dtype != tf.uint8 else faces
+    resized = tf.image.resize(tf.cast(faces, tf.float32), [size, size], method="bilinear",
+                              antialias=False)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def feature_spec(num_classes: int, label_distribution: bool) -> dict[str, Any]:
+    """The tf.io.parse_example spec of a record."""
+    import tensorflow as tf
+
+    spec = {
         IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
         LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
         ROW_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
     }
+    if label_distribution:
+        spec[LABEL_DISTRIBUTION_KEY] = tf.io.FixedLenFeature([num_classes], tf.float32)
+    return spec
 
 
-def serialize_example(png_bytes: bytes, label: int, row_index: int) -> bytes:
+def serialize_example(png_bytes: bytes, label: int, row_index: int,
+                      label_distribution=None) -> bytes:
     """One face as a serialized tf.train.Example."""
     import tensorflow as tf
 
@@ -76,23 +106,32 @@ def serialize_example(png_bytes: bytes, label: int, row_index: int) -> bytes:
         LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
         ROW_INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[row_index])),
     }
+    if label_distribution is not None:
+        feature[LABEL_DISTRIBUTION_KEY] = tf.train.Feature(
+            float_list=tf.train.FloatList(value=[float(p) for p in label_distribution]))
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     # Map fields serialize in hash order, which differs between processes; re-runs must not.
     return example.SerializeToString(deterministic=True)
 
 
-def parse_example(serialized, image_size: int):
-    """Graph-mode parse of one serialized record: (uint8 image [S, S, 1], int64 label, row_index).
-
-    The decoded PNG's shape is checked against `image_size`, so records written at another size
-    fail here instead of being silently resized.
-    """
+def decode_image(png, image_size: int):
+    """Graph-mode PNG -> uint8 [S, S, 1], its shape checked against `image_size` so that
+    records written at another size fail here instead of being silently resized."""
     import tensorflow as tf
 
-    parsed = tf.io.parse_single_example(serialized, feature_spec())
-    image = tf.io.decode_png(parsed[IMAGE_KEY], channels=CHANNELS, dtype=tf.uint8)
-    image = tf.ensure_shape(image, [image_size, image_size, CHANNELS])
-    return image, parsed[LABEL_KEY], parsed[ROW_INDEX_KEY]
+    image = tf.io.decode_png(png, channels=CHANNELS, dtype=tf.uint8)
+    return tf.ensure_shape(image, [image_size, image_size, CHANNELS])
+
+
+def parse_example(serialized, image_size: int, num_classes: int = 0,
+                  label_distribution: bool = False) -> dict:
+    """Graph-mode parse of one record: {image uint8 [S,S,1], label, row_index[, distribution]}."""
+    import tensorflow as tf
+
+    parsed = tf.io.parse_single_example(serialized, feature_spec(num_classes,
+                                                                 label_distribution))
+    parsed[IMAGE_KEY] = decode_image(parsed[IMAGE_KEY], image_size)
+    return parsed
 
 
 class ManifestError(ValueError):
@@ -100,10 +139,24 @@ class ManifestError(ValueError):
 
 
 @dataclasses.dataclass
+class ShardInfo:
+    """One shard file as written: its name (relative to output_dir), size and content hash."""
+
+    name: str
+    records: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass
 class SplitStats:
     records: int
     class_counts: list[int]
-    files: list[str]
+    shards: list[ShardInfo]
+
+    @property
+    def files(self) -> list[str]:
+        return [shard.name for shard in self.shards]
 
 
 @dataclasses.dataclass
@@ -119,7 +172,8 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     channels: int = CHANNELS
     encoding: str = IMAGE_ENCODING
-    interpolation: str = RESIZE_INTERPOLATION
+    resize: str = RESIZE_METHOD
+    label_distribution: bool = False
     dropped_rows: int = 0
     statistics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -147,7 +201,10 @@ class Manifest:
                 f"version {SCHEMA_VERSION}); re-run beam_preprocess with this version."
             )
         try:
-            data["splits"] = {name: SplitStats(**s) for name, s in data["splits"].items()}
+            data["splits"] = {
+                name: SplitStats(records=s["records"], class_counts=s["class_counts"],
+                                 shards=[ShardInfo(**shard) for shard in s["shards"]])
+                for name, s in data["splits"].items()}
             return cls(**data)
         except (KeyError, TypeError) as e:
             raise ManifestError(f"{source}: malformed manifest ({e})") from e

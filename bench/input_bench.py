@@ -2,7 +2,7 @@
 
     python bench/input_bench.py [--rows 2000] [--image_size 224] [--batch_size 32]
 
-Measures trainer.input_pipeline.train_dataset (parse, PNG decode, augment, batch; interleaved
+Measures trainer.data.input_pipeline.train_dataset (parse, PNG decode, augment, batch; interleaved
 reads, parallel maps, augmentation vectorised over the batch, prefetch) against the simplest
 pipeline doing the same work (one TFRecordDataset, sequential per-face maps, no prefetch), with
 and without augmentation, each in its own process. "per CPU-second" divides by the CPU time the
@@ -48,7 +48,7 @@ def simplest_dataset(files, image_size, num_classes, batch_size, augmentation):
     """
     import tensorflow as tf
 
-    from trainer.input_pipeline import augment_batch, record_decoder
+    from trainer.data.input_pipeline import augment_batch, record_decoder
 
     dataset = (tf.data.TFRecordDataset(files).repeat().shuffle(SHUFFLE_BUFFER)
                .map(record_decoder(image_size, num_classes)))
@@ -63,7 +63,7 @@ def simplest_dataset(files, image_size, num_classes, batch_size, augmentation):
 
 
 def measure_variant(variant: str, data_dir: str, batch_size: int, batches: int) -> dict:
-    from trainer.input_pipeline import Augmentation, load_manifest, train_dataset
+    from trainer.data.input_pipeline import Augmentation, load_manifest, train_dataset
 
     _, ours, augmented = VARIANTS[variant]
     manifest = load_manifest(data_dir)

@@ -6,7 +6,7 @@ Variants, each in its own process (peak memory is the process's maximum RSS):
   blog       the whole network runs forward every step, conv5_3 and the head train; Keras
              compile + train_on_batch, SGD, BatchNorm above the cut on batch statistics (what
              Keras 2 did for the blog).
-  trainer    our trainer's own train step (trainer.train.Trainer) in its default configuration:
+  trainer    our trainer's own train step (trainer.training.loop.Trainer) in its default configuration:
              the same cut, the custom loop, Adam, BatchNorm on moving statistics, and its
              tf.data pipeline with augmentation feeding it.
   cached     the trainer with --cache_features: the same step on the part above the cut, fed
@@ -93,13 +93,13 @@ def measure_trainer(data_dir: str, job_dir: str, batch_size: int, steps: int, ca
     """The trainer's fine-tuning step, driven through its own Trainer object."""
     import tensorflow as tf
 
-    from trainer import train
+    from trainer.training import loop as train
     from trainer.config import TrainConfig
-    from trainer.input_pipeline import load_manifest
+    from trainer.data.input_pipeline import load_manifest
     from trainer.model import set_trainable
-    from trainer.optimization import make_optimizer
-    from trainer.output_dirs import resolve_output_dirs
-    from trainer.strategy import create_strategy, current_task
+    from trainer.training.optimizers import make_optimizer
+    from trainer.training.output_dirs import resolve_output_dirs
+    from trainer.training.strategy import create_strategy, current_task
 
     config = TrainConfig(data_dir=data_dir, job_dir=job_dir, weights=None, head_epochs=0,
                          epochs=1, batch_size=batch_size, jit_compile=jit_compile,

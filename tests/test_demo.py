@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.trainer_data import REPO_ROOT, trainer_env
+from tests.support.trainer_data import REPO_ROOT, trainer_env
 
 MAJORITY_CLASS_SHARE = 0.25  # happy, in fer2013's proportions
 

@@ -10,11 +10,11 @@ import tensorflow as tf
 from absl import flags
 
 from beam_preprocess.record_format import ManifestError
-from tests.trainer_data import balanced_counts, write_data_dir
-from trainer import summaries
+from tests.support.trainer_data import balanced_counts, write_data_dir
+from trainer.training import summaries
 from trainer.config import ConfigError, TrainConfig, config_from_flags, define_flags
-from trainer.evaluate import confusion_matrix_png, report_from_confusion, write_report
-from trainer.input_pipeline import (
+from trainer.evaluation.metrics import confusion_matrix_png, report_from_confusion, write_report
+from trainer.data.input_pipeline import (
     Augmentation,
     CorruptRecordError,
     augment_batch,
@@ -23,12 +23,12 @@ from trainer.input_pipeline import (
     naming_corrupt_files,
     train_dataset,
 )
-from trainer.losses import WeightedCrossEntropy, class_weights
-from trainer.optimization import Plateau, current_learning_rate
-from trainer.output_dirs import resolve_output_dirs, worker_temp_dir
-from trainer.progress import on_vertex
-from trainer.strategy import StrategyError, create_strategy, current_task, precision_policy
-from trainer.train import plan_phases, steps_per_epoch
+from trainer.training.losses import WeightedCrossEntropy, class_weights
+from trainer.training.optimizers import Plateau, current_learning_rate
+from trainer.training.output_dirs import resolve_output_dirs, worker_temp_dir
+from trainer.training.progress import on_vertex
+from trainer.training.strategy import StrategyError, create_strategy, current_task, precision_policy
+from trainer.training.loop import plan_phases, steps_per_epoch
 
 SIZE = 32
 
@@ -80,7 +80,7 @@ def test_impossible_values_are_rejected_with_the_flag_name(changes, message):
 
 
 def test_config_files_parse(tmp_path):
-    from tests.trainer_data import REPO_ROOT
+    from tests.support.trainer_data import REPO_ROOT
 
     configs = {name: parse(f"--flagfile={REPO_ROOT / 'configs' / f'{name}.cfg'}",
                            "--data_dir=d", "--job_dir=j")

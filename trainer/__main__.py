@@ -12,10 +12,10 @@ from absl import app, flags, logging
 
 from beam_preprocess.record_format import ManifestError
 from trainer.config import ConfigError, config_from_flags, define_flags
-from trainer.input_pipeline import CorruptRecordError
-from trainer.strategy import StrategyError
-from trainer.vggface_download import WeightsUnavailableError
-from trainer.vggface_h5 import WeightFileError
+from trainer.data.input_pipeline import CorruptRecordError
+from trainer.training.strategy import StrategyError
+from trainer.vggface.download import WeightsUnavailableError
+from trainer.vggface.weight_files import WeightFileError
 
 EXPECTED_ERRORS = (ConfigError, ManifestError, StrategyError, CorruptRecordError,
                    WeightFileError, WeightsUnavailableError, FileNotFoundError)
@@ -34,7 +34,7 @@ def main(argv):
         logging.set_verbosity(logging.INFO)
     import tensorflow as tf
 
-    from trainer import train
+    from trainer.training import loop as train
 
     # TensorFlow logs every collective and checkpoint shard at INFO; keep the job's own lines.
     tf.get_logger().setLevel("WARNING")

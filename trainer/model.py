@@ -9,40 +9,16 @@ from __future__ import annotations
 
 import keras
 
-from trainer import vggface_layout as layout
-from trainer.vggface import VGGFace2Preprocess, build_backbone, load_vggface_weights
-from trainer.vggface_download import fetch_vggface_weights
-
-TRAIN_ALL = "all"
-TRAIN_HEAD_ONLY = "none"
-TRAINABLE_FROM_CHOICES = (TRAIN_ALL, TRAIN_HEAD_ONLY, *layout.BLOCK_NAMES)
+from trainer.vggface import layout
+from trainer.vggface.download import fetch_vggface_weights
+from trainer.vggface.layers import SwitchableBatchNormalization, VGGFace2Preprocess
+from trainer.vggface.layout import TRAIN_ALL, TRAIN_HEAD_ONLY, TRAINABLE_FROM_CHOICES
+from trainer.vggface.network import build_backbone, load_vggface_weights
 
 INPUT_NAME = "image"
 PREPROCESS_NAME = "preprocess"
 HEAD_LAYER_NAMES = ("global_avg_pool", "head_dense", "head_dropout", "logits")
 BACKBONE_OUTPUT = "activation_49"
-
-
-@keras.saving.register_keras_serializable(package="vggface_emotion")
-class SwitchableBatchNormalization(keras.layers.BatchNormalization):
-    """BatchNormalization whose use of batch statistics is a setting, not only `trainable`.
-
-    With `use_batch_statistics=False` the layer normalises with its moving statistics even in
-    training, while gamma and beta can still learn: the Keras transfer-learning advice (BN in
-    inference mode when fine-tuning) without freezing the affine part. A frozen layer
-    (`trainable=False`) always runs in inference mode, as in Keras.
-    """
-
-    def __init__(self, use_batch_statistics=True, **kwargs):
-        super().__init__(**kwargs)
-        self.use_batch_statistics = use_batch_statistics
-
-    def call(self, inputs, training=None, mask=None):
-        return super().call(inputs, training=bool(training) and self.use_batch_statistics,
-                            mask=mask)
-
-    def get_config(self):
-        return {**super().get_config(), "use_batch_statistics": self.use_batch_statistics}
 
 
 def _switchable_batch_norm(original_name):
@@ -51,13 +27,15 @@ def _switchable_batch_norm(original_name):
 
 def build_emotion_model(num_classes, image_size=224, input_channels=1, weights=None,
                         trainable_from="conv5_3", dense_units=256, dropout=0.5,
-                        train_top_batchnorm=False) -> keras.Model:
-    """Faces [N, S, S, C] with values 0..255 (float or uint8) -> float32 logits [N, num_classes].
+                        train_top_batchnorm=False, input_size=None) -> keras.Model:
+    """Faces [N, I, I, C] with values 0..255 (float or uint8) -> float32 logits [N, num_classes].
 
     Args:
       num_classes: number of emotion classes.
-      image_size: S; any size from 32 up works because the head pools globally (at 224 this
-        equals the original 7x7 `avg_pool`).
+      image_size: the network's side; any size from 32 up works because the head pools
+        globally (at 224 this equals the original 7x7 `avg_pool`).
+      input_size: I, the side of the faces the model takes (the records' side); default
+        image_size. The preprocessing stage resizes I to image_size.
       input_channels: 1 for grayscale faces, 3 for RGB.
       weights: None (random backbone), "vggface2" (published notop file, downloaded and cached),
         or a path (local or gs://) to a keras-vggface weight file.
@@ -66,8 +44,9 @@ def build_emotion_model(num_classes, image_size=224, input_channels=1, weights=N
     """
     if input_channels not in (1, 3):
         raise ValueError(f"input_channels must be 1 (grey) or 3 (RGB), got {input_channels}")
-    inputs = keras.Input(shape=(image_size, image_size, input_channels), name=INPUT_NAME)
-    x = VGGFace2Preprocess(name=PREPROCESS_NAME)(inputs)
+    input_size = input_size or image_size
+    inputs = keras.Input(shape=(input_size, input_size, input_channels), name=INPUT_NAME)
+    x = VGGFace2Preprocess(image_size, name=PREPROCESS_NAME)(inputs)
     x = build_backbone(x, batch_norm=_switchable_batch_norm)
     pool_name, dense_name, dropout_name, logits_name = HEAD_LAYER_NAMES
     x = keras.layers.GlobalAveragePooling2D(name=pool_name)(x)
@@ -99,7 +78,8 @@ def _trainable_backbone_layers(trainable_from) -> set[str]:
     return {layout.keras_name(name) for name in originals[start:]}
 
 
-def set_trainable(model, trainable_from="conv5_3", train_top_batchnorm=False) -> None:
+def set_trainable(model, trainable_from="conv5_3", train_top_batchnorm=False,
+                  synchronized_batchnorm=False) -> None:
     """Freezes the backbone below the cut; everything from the cut up, and the head, trains.
 
     trainable_from: a block name such as "conv5_3" (default: the blog's "activation_46" cut,
@@ -107,7 +87,8 @@ def set_trainable(model, trainable_from="conv5_3", train_top_batchnorm=False) ->
     BatchNorm layers below the cut are frozen and run in inference mode; above the cut their
     gamma/beta train but they still normalise with their moving statistics, unless
     train_top_batchnorm is True (then they use batch statistics in training, as in Keras 2).
-    Recompile the model afterwards.
+    synchronized_batchnorm: batch statistics are those of the global batch (all replicas), so
+    that every replica's moving averages stay equal; set it whenever there is more than one.
     """
     _check_trainable_from(trainable_from)
     above_cut = _trainable_backbone_layers(trainable_from)
@@ -120,6 +101,7 @@ def set_trainable(model, trainable_from="conv5_3", train_top_batchnorm=False) ->
             layer.trainable = True
         if isinstance(layer, SwitchableBatchNormalization):
             layer.use_batch_statistics = layer.trainable and train_top_batchnorm
+            layer.synchronized = layer.use_batch_statistics and synchronized_batchnorm
 
 
 def cut_layer_name(trainable_from) -> str:

@@ -1,0 +1,228 @@
+"""End to end: `python -m beam_preprocess` on DirectRunner, locally and through a GCS emulator."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from beam_preprocess import record_format
+from beam_preprocess.record_format import MANIFEST_FILENAME, read_manifest
+from tests.conftest import REPO_ROOT
+from tests.support.fer_csv import random_faces, write_csv
+
+pytestmark = pytest.mark.slow
+
+IMAGE_SIZE = 64
+SHARD_FLAGS = ["--num_shards", "3", "--num_eval_shards", "2", "--image_size", str(IMAGE_SIZE)]
+BAD_LINES = ["9," + " ".join(["1"] * 2304) + ",Training", "2,1 2 3,PublicTest"]
+ROWS = random_faces(60, seed=3)
+
+
+def run_job(*args, check=True, timeout=300):
+    result = subprocess.run(
+        [sys.executable, "-m", "beam_preprocess", "--runner", "DirectRunner", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"beam_preprocess failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def read_records(output_dir, split):
+    manifest = read_manifest(str(output_dir))
+    files = manifest.split_files(split, str(output_dir))
+    dataset = tf.data.TFRecordDataset(files).map(
+        lambda s: record_format.parse_example(s, manifest.image_size))
+    return [(r["image"].numpy(), int(r["label"]), int(r["row_index"])) for r in dataset]
+
+
+@pytest.fixture(scope="module")
+def good_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("csv") / "fer2013.csv"
+    return write_csv(path, ROWS, extra_lines=BAD_LINES)
+
+
+@pytest.fixture(scope="module")
+def job_output(good_csv, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("out") / "records"
+    run_job("--input", good_csv, "--output_dir", str(output_dir), "--max_bad_fraction", "0.05",
+            *SHARD_FLAGS)
+    return output_dir
+
+
+def expected_split(usage):
+    return record_format.USAGE_TO_SPLIT[usage]
+
+
+def test_counts_per_split_and_class_equal_the_csv(job_output):
+    manifest = read_manifest(str(job_output))
+    for split in record_format.SPLITS:
+        labels = Counter(e for e, _, u in ROWS if expected_split(u) == split)
+        assert manifest.splits[split].records == sum(labels.values())
+        assert manifest.splits[split].class_counts == [labels[c] for c in range(7)]
+        assert len(read_records(job_output, split)) == sum(labels.values())
+    assert manifest.class_names == list(record_format.FER2013_CLASS_NAMES)
+    assert (manifest.image_size, manifest.channels, manifest.encoding) == (IMAGE_SIZE, 1, "png")
+    assert manifest.bad_rows == 2
+    assert manifest.statistics["bad_rows_by_field"] == {"emotion": 1, "pixels": 1}
+
+
+def test_images_labels_and_row_ids_survive(job_output):
+    for split in record_format.SPLITS:
+        for image, label, row_index in read_records(job_output, split):
+            emotion, face, usage = ROWS[row_index]
+            assert (label, expected_split(usage)) == (emotion, split)
+            assert image.shape == (IMAGE_SIZE, IMAGE_SIZE, 1)
+            resized = record_format.resize_faces(face[None, ..., None], IMAGE_SIZE).numpy()[0, ..., 0]
+            assert np.array_equal(image[:, :, 0], resized)  # the stated interpolation, lossless
+            back = cv2.resize(image[:, :, 0], (48, 48), interpolation=cv2.INTER_AREA)
+            assert np.abs(back.astype(int) - face).mean() < 2
+
+
+def test_shards_are_named_and_listed(job_output):
+    manifest = read_manifest(str(job_output))
+    assert manifest.splits["train"].files == [
+        f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    names = sorted(p.name for p in Path(job_output).glob("*.tfrecord"))
+    assert names == sorted(f for s in manifest.splits.values() for f in s.files)
+    assert not list(Path(job_output).glob(".staging/*/*"))
+
+
+def test_dead_letters_name_line_field_and_reason(job_output):
+    lines = (Path(job_output) / record_format.BAD_ROWS_FILENAME).read_text().splitlines()
+    bad = [json.loads(line) for line in lines]
+    assert [(b["line_number"], b["field"]) for b in bad] == [(62, "emotion"), (63, "pixels")]
+    assert bad[1]["reason"] == "expected 2304 values, found 3"
+    assert bad[1]["raw_start"] == BAD_LINES[1]
+
+
+def test_class_distribution_chart_is_written(job_output):
+    chart = cv2.imread(str(Path(job_output) / record_format.CLASS_DISTRIBUTION_FILENAME))
+    assert chart is not None and chart.shape[0] > 100
+
+
+def test_rerun_writes_identical_shards(good_csv, job_output, tmp_path):
+    again = tmp_path / "again"
+    run_job("--input", good_csv, "--output_dir", str(again), "--max_bad_fraction", "0.05",
+            *SHARD_FLAGS)
+    for shard in Path(job_output).glob("*.tfrecord"):
+        assert (again / shard.name).read_bytes() == shard.read_bytes()
+
+
+def test_too_many_bad_rows_fails_and_keeps_the_previous_output(good_csv, tmp_path):
+    output_dir = tmp_path / "records"
+    run_job("--input", good_csv, "--output_dir", str(output_dir), "--max_bad_fraction", "0.05",
+            *SHARD_FLAGS)
+    before = {p.name: p.read_bytes() for p in output_dir.iterdir() if p.is_file()}
+
+    result = run_job("--input", good_csv, "--output_dir", str(output_dir), "--num_shards", "5",
+                     check=False)  # default guard 0.001 < 2/62
+
+    assert result.returncode == 2
+    assert "2 of 62 data rows (3.23%) are invalid, more than --max_bad_fraction=0.001" in (
+        result.stderr)
+    assert "First: line 62, field emotion: '9' is not an integer 0..6" in result.stderr
+    after = {p.name: p.read_bytes() for p in output_dir.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_changing_shard_count_replaces_old_shards(good_csv, tmp_path):
+    output_dir = tmp_path / "records"
+    common = ["--input", good_csv, "--output_dir", str(output_dir), "--max_bad_fraction", "0.05"]
+    run_job(*common, *SHARD_FLAGS)
+    run_job(*common, "--num_shards", "2", "--num_eval_shards", "1", "--image_size", "64")
+    assert sorted(p.name for p in output_dir.glob("train-*")) == [
+        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    assert len(read_records(output_dir, "train")) == read_manifest(
+        str(output_dir)).splits["train"].records
+
+
+def test_wrong_file_fails_before_writing_anything(tmp_path):
+    not_fer = tmp_path / "other.csv"
+    not_fer.write_text("id,name\n1,x\n")
+    output_dir = tmp_path / "records"
+    result = run_job("--input", str(not_fer), "--output_dir", str(output_dir), check=False)
+    assert result.returncode == 2
+    assert f"{not_fer}, line 1: header ['id', 'name'] is not a fer2013 header" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output_dir.exists()
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    result = run_job("--input", str(tmp_path / "nope.csv"), "--output_dir", str(tmp_path / "o"),
+                     check=False)
+    assert result.returncode == 2
+    assert "nope.csv: no such file" in result.stderr
+
+
+def ferplus_votes(row_index):
+    """A deterministic vote pattern covering kept, no-majority and not-a-face rows."""
+    kind = row_index % 4
+    votes = [0] * 10
+    if kind == 0:
+        votes[row_index % 8] = 10
+    elif kind == 1:
+        votes[1], votes[3] = 7, 3
+    elif kind == 2:
+        votes[0], votes[1] = 5, 5  # dropped: no majority
+    else:
+        votes[9] = 10  # dropped: not a face
+    return votes
+
+
+def test_ferplus_labels_replace_fer2013_labels(tmp_path):
+    rows = random_faces(24, seed=5)
+    csv_path = write_csv(tmp_path / "fer2013.csv", rows)
+    ferplus_path = tmp_path / "fer2013new.csv"
+    lines = ["Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,"
+             "unknown,NF"]
+    for i, (_, _, usage) in enumerate(rows):
+        lines.append(f"{usage},fer{i:07d}.png," + ",".join(map(str, ferplus_votes(i))))
+    ferplus_path.write_text("\n".join(lines) + "\n")
+    output_dir = tmp_path / "records"
+
+    run_job("--input", csv_path, "--output_dir", str(output_dir), "--labels", "ferplus",
+            "--ferplus_csv", str(ferplus_path), *SHARD_FLAGS)
+
+    manifest = read_manifest(str(output_dir))
+    assert manifest.class_names == list(record_format.FERPLUS_CLASS_NAMES)
+    assert manifest.dropped_rows == 12
+    records = [r for s in record_format.SPLITS for r in read_records(output_dir, s)]
+    assert len(records) == 12
+    for _, label, row_index in records:
+        assert label == (row_index % 8 if row_index % 4 == 0 else 1)
+
+
+def test_multi_processing_writes_the_same_shards(good_csv, job_output, tmp_path):
+    output_dir = tmp_path / "mp"
+    run_job("--input", good_csv, "--output_dir", str(output_dir), "--max_bad_fraction", "0.05",
+            "--direct_num_workers", "2", "--direct_running_mode", "multi_processing",
+            *SHARD_FLAGS)
+    for shard in Path(job_output).glob("*.tfrecord"):
+        assert (output_dir / shard.name).read_bytes() == shard.read_bytes()
+
+
+def test_gcs_input_and_output(gcs_emulator, gcs_client, good_csv, job_output):
+    bucket = gcs_client.bucket(gcs_emulator)
+    bucket.blob("in/fer2013.csv").upload_from_filename(good_csv)
+
+    run_job("--input", f"gs://{gcs_emulator}/in/fer2013.csv",
+            "--output_dir", f"gs://{gcs_emulator}/records", "--max_bad_fraction", "0.05",
+            *SHARD_FLAGS, timeout=180)
+
+    names = {b.name for b in gcs_client.list_blobs(gcs_emulator, prefix="records/")}
+    manifest = json.loads(bucket.blob(f"records/{MANIFEST_FILENAME}").download_as_bytes())
+    local = json.loads((Path(job_output) / MANIFEST_FILENAME).read_text())
+    assert manifest["splits"] == local["splits"]
+    assert manifest["input_path"] == f"gs://{gcs_emulator}/in/fer2013.csv"
+    for shard in Path(job_output).glob("*.tfrecord"):
+        assert bucket.blob(f"records/{shard.name}").download_as_bytes() == shard.read_bytes()
+    assert not [n for n in names if "/.staging/" in n and not n.endswith("/")]

@@ -1,0 +1,225 @@
+"""`python -m trainer.photos.predict`: faces found in a real photo, cropped, classified and drawn.
+
+The photo is Grace Hopper's portrait that ships with matplotlib (a project dependency); the
+model is a small ResNet-50 trained here for one epoch on synthetic faces and exported with
+trainer.serving.export, so every path from photo to JSON line is the real one. Tests that build the
+model or start the CLI are marked slow (~50 s together).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import keras
+import numpy as np
+import pytest
+from matplotlib import cbook
+
+from beam_preprocess.record_format import FER2013_CLASS_NAMES
+from beam_preprocess.synthetic import draw_face
+from trainer.photos.annotate import BOX_COLOUR
+from trainer.serving.export import export_keras, export_saved_model, resize_faces
+from trainer.serving.loader import ModelLoadError, load_classifier
+from trainer.photos.detection import Box, crop_face, find_faces
+from trainer.model import build_emotion_model
+from trainer.photos.predict import EXIT_UNREADABLE, EXIT_USAGE, annotated_path, predict_photos
+
+IMAGE_SIZE = 48
+CLASS_NAMES = list(FER2013_CLASS_NAMES)
+# Where the face is in grace_hopper.jpg (512 x 600), read off the photo: between the eyes.
+HOPPER_FACE_CENTRE = (265, 215)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    labels = np.arange(56) % len(CLASS_NAMES)
+    faces = np.stack([draw_face(int(label), rng) for label in labels])
+    model = build_emotion_model(len(CLASS_NAMES), image_size=IMAGE_SIZE, weights=None,
+                                trainable_from="none", dense_units=16)
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(resize_faces(faces, IMAGE_SIZE), labels, batch_size=28, epochs=1, verbose=0)
+    directory = tmp_path_factory.mktemp("job") / "export"
+    export_saved_model(model, CLASS_NAMES, IMAGE_SIZE, str(directory / "saved_model"))
+    export_keras(model, CLASS_NAMES, IMAGE_SIZE, str(directory))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def classifier(export_dir):
+    return load_classifier(str(export_dir / "saved_model"))
+
+
+@pytest.fixture(scope="module")
+def hopper():
+    return cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def _run(classifier, paths, output_dir=None):
+    lines = []
+
+    class Collect:
+        def write(self, text):
+            lines.extend(json.loads(t) for t in text.splitlines())
+
+        def flush(self):
+            pass
+
+    summary = predict_photos(classifier, [str(p) for p in paths],
+                             str(output_dir) if output_dir else None, out=Collect())
+    return summary, lines
+
+
+def _centre(box):
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+@pytest.mark.slow
+def test_finds_the_face_reads_its_emotion_and_draws_it(classifier, hopper, tmp_path):
+    photo = tmp_path / "hopper.jpg"
+    cv2.imwrite(str(photo), hopper)
+    summary, lines = _run(classifier, [photo], tmp_path / "out")
+
+    assert (summary.photos, summary.faces, summary.unreadable, summary.exit_code) == (1, 1, 0, 0)
+    [line] = lines
+    assert line["file"] == str(photo) and line["faces"] == 1 and line["face"] == 0
+    centre_x, centre_y = _centre(line["box"])
+    assert abs(centre_x - HOPPER_FACE_CENTRE[0]) < 30 and abs(centre_y - HOPPER_FACE_CENTRE[1]) < 30
+    assert 150 <= line["box"]["width"] <= 320
+    probabilities = line["probabilities"]
+    assert list(probabilities) == CLASS_NAMES
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+    assert line["emotion"] == max(probabilities, key=probabilities.get)
+    assert line["probability"] == probabilities[line["emotion"]]
+
+    annotated = cv2.imread(line["annotated"])
+    assert line["annotated"] == str(tmp_path / "out" / "hopper.png")
+    assert annotated.shape == hopper.shape
+    box = line["box"]
+    bottom_edge = annotated[box["y"] + box["height"] - 1, box["x"]:box["x"] + box["width"]]
+    assert (bottom_edge == BOX_COLOUR).all()
+
+
+@pytest.mark.slow
+def test_keras_export_gives_the_probabilities_of_the_saved_model(classifier, export_dir, hopper):
+    _, faces = find_faces(hopper)
+    from_keras = load_classifier(str(export_dir / "model.keras"))
+    assert from_keras.class_names == classifier.class_names == CLASS_NAMES
+    np.testing.assert_allclose(from_keras.probabilities(faces), classifier.probabilities(faces),
+                               atol=1e-5)
+
+
+@pytest.mark.slow
+def test_faces_are_numbered_left_to_right(classifier, hopper, tmp_path):
+    small = cv2.resize(hopper, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    # The right-hand face sits lower, so ordering by x is not ordering by y.
+    pair = np.full((400, 600, 3), 255, np.uint8)
+    pair[0:300, 0:256] = small
+    pair[100:400, 320:576] = small
+    cv2.imwrite(str(tmp_path / "pair.png"), pair)
+    _, lines = _run(classifier, [tmp_path / "pair.png"])
+
+    assert [(line["faces"], line["face"]) for line in lines] == [(2, 0), (2, 1)]
+    left, right = (_centre(line["box"]) for line in lines)
+    assert left[0] < 256 < 320 < right[0] and right[1] - left[1] == pytest.approx(100, abs=10)
+
+
+@pytest.mark.slow
+def test_a_directory_stands_for_its_photos_and_bad_files_are_reported(classifier, hopper,
+                                                                      tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "grey.png"), cv2.cvtColor(hopper, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(photos / "wall.jpg"), np.full((300, 400, 3), (40, 120, 200), np.uint8))
+    (photos / "broken.jpg").write_text("not a JPEG")
+    (photos / "notes.txt").write_text("not a photo, and not named like one")
+    missing = tmp_path / "missing.png"
+    summary, lines = _run(classifier, [photos, missing], tmp_path / "out")
+
+    by_file = {os.path.basename(line["file"]): line for line in lines}
+    assert list(by_file) == ["broken.jpg", "grey.png", "wall.jpg", "missing.png"]
+    assert "not an image" in by_file["broken.jpg"]["error"]
+    assert "missing.png" in by_file["missing.png"]["error"]
+    assert by_file["grey.png"]["faces"] == 1
+    assert by_file["wall.jpg"] == {"file": str(photos / "wall.jpg"), "faces": 0,
+                                   "annotated": str(tmp_path / "out" / "wall.png")}
+    assert (summary.photos, summary.faces, summary.unreadable) == (2, 1, 2)
+    assert summary.exit_code == EXIT_UNREADABLE
+    assert sorted(os.listdir(tmp_path / "out")) == ["grey.png", "wall.png"]
+
+
+def test_boxes_of_a_large_photo_are_in_its_own_pixels(hopper):
+    # 2400 x 2048: searched at DETECTION_MAX_SIDE, reported at full size.
+    boxes, faces = find_faces(cv2.resize(hopper, None, fx=4, fy=4))
+    largest = max(boxes, key=lambda box: box.width)
+    centre_x, centre_y = _centre(largest.as_dict())
+    assert abs(centre_x - 4 * HOPPER_FACE_CENTRE[0]) < 120
+    assert abs(centre_y - 4 * HOPPER_FACE_CENTRE[1]) < 120
+    assert 600 <= largest.width <= 1280 and faces.shape == (len(boxes), 48, 48)
+
+
+def test_photos_with_the_same_name_get_separate_drawings():
+    taken = set()
+    assert [annotated_path(p, "gs://b/out", taken) for p in ("a/x.jpg", "b/x.png", "x")] == [
+        "gs://b/out/x.png", "gs://b/out/x-2.png", "gs://b/out/x-3.png"]
+
+
+def test_crop_grows_the_box_by_the_margin_and_repeats_edges_outside_the_photo():
+    photo = np.zeros((100, 100), np.uint8)
+    photo[30:70, 30:70] = 255
+    box = Box(30, 30, 40, 40)
+    assert (crop_face(photo, box, margin=0) == 255).all()
+    grown = crop_face(photo, box, margin=0.5)  # a 80 px square: the face is its middle half
+    assert grown.shape == (48, 48)
+    assert (grown[14:34, 14:34] == 255).all() and (grown[:10] == 0).all()
+
+    photo[:, 0], photo[:, 1:50] = 200, 100  # a face cut by the left border
+    at_border = crop_face(photo, Box(-20, 30, 40, 40), margin=0)
+    # Half the square lies left of the photo: it repeats the edge column (200), not the next.
+    assert at_border.shape == (48, 48)
+    assert (at_border[:, :23] == 200).all() and (at_border[:, 26:] == 100).all()
+
+
+@pytest.mark.slow
+def test_a_model_path_that_is_no_export_is_rejected(export_dir, tmp_path):
+    with pytest.raises(ModelLoadError, match="neither a .keras file nor a SavedModel"):
+        load_classifier(str(tmp_path))
+    shutil.copy(export_dir / "model.keras", tmp_path / "model.keras")
+    with pytest.raises(ModelLoadError, match="labels.json not found"):
+        load_classifier(str(tmp_path / "model.keras"))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "trainer.photos.predict", *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_prints_json_lines_and_exits_1_when_a_file_is_unreadable(export_dir, hopper,
+                                                                     tmp_path):
+    cv2.imwrite(str(tmp_path / "hopper.jpg"), hopper)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG truncated")
+    result = _cli("--model", export_dir / "model.keras", "--output", tmp_path / "out",
+                  tmp_path / "hopper.jpg", tmp_path / "broken.png")
+
+    assert result.returncode == EXIT_UNREADABLE, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [sorted(line) for line in lines] == [
+        ["annotated", "box", "emotion", "face", "faces", "file", "probabilities", "probability"],
+        ["error", "file"]]
+    assert os.path.exists(lines[0]["annotated"])
+    assert "1 photos read, 1 faces, 1 unreadable" in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_usage_errors_exit_2(tmp_path):
+    no_photo = _cli("--model", tmp_path)
+    assert no_photo.returncode == EXIT_USAGE and "at least one photo" in no_photo.stderr
+    no_model = _cli("--model", tmp_path / "nothing", tmp_path)
+    assert no_model.returncode == EXIT_USAGE
+    assert "neither a .keras file nor a SavedModel" in no_model.stderr

@@ -1,0 +1,221 @@
+"""`python -m trainer` end to end on tiny synthetic records: outputs, exports, errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from beam_preprocess.images import resize_face
+from beam_preprocess.synthetic import draw_face
+from tests.support.trainer_data import (
+    FAST_FLAGS,
+    REPO_ROOT,
+    balanced_counts,
+    run_trainer,
+    trainer_env,
+    write_data_dir,
+)
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def trained_job(tmp_path_factory):
+    data = tmp_path_factory.mktemp("records")
+    job = tmp_path_factory.mktemp("job")
+    manifest = write_data_dir(data, {"train": balanced_counts(6), "validation": balanced_counts(2),
+                                     "test": balanced_counts(2)}, image_size=SIZE)
+    result = run_trainer(f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS,
+                         "--head_epochs=1", "--epochs=1", "--tta", "--random_erasing=0.5")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return data, job, manifest
+
+
+@pytest.mark.slow
+def test_a_run_writes_checkpoints_logs_metrics_and_exports(trained_job):
+    from trainer.training.summaries import read_scalars
+
+    _, job, manifest = trained_job
+    for name in ("checkpoints/last.weights.h5", "checkpoints/best.weights.h5",
+                 "checkpoints/best.json", "eval/metrics.json", "eval/confusion_matrix.png",
+                 "export/saved_model/saved_model.pb", "export/model.keras",
+                 "export/labels.json", "backup/head/checkpoint", "backup/fine_tune/checkpoint"):
+        assert (job / name).is_file(), name
+    metrics = json.loads((job / "eval/metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["tta"] is True
+    assert metrics["records"] == manifest.splits["test"].records == 14
+    assert np.sum(metrics["confusion_matrix"]) == 14
+    assert set(metrics["per_class"]) == set(manifest.class_names)
+    steps_per_epoch = 42 // 8
+    assert metrics["training"]["total_steps"] == 2 * steps_per_epoch
+    assert metrics["training"]["steps_run_by_last_process"] == 2 * steps_per_epoch
+    validation = read_scalars(str(job / "logs/validation"))
+    assert [step for step, _ in validation["accuracy"]] == [steps_per_epoch, 2 * steps_per_epoch]
+    assert {"loss", "accuracy", "learning_rate"} <= set(read_scalars(str(job / "logs/train")))
+    labels = json.loads((job / "export/labels.json").read_text())
+    assert labels["class_names"] == manifest.class_names and labels["image_size"] == SIZE
+
+
+SERVE_IN_FRESH_PROCESS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+faces = np.load(sys.argv[2])
+serve = loaded.signatures["serving_default"]
+out = serve(faces=tf.constant(faces))
+out4 = serve(faces=tf.constant(faces[..., None]))
+json.dump({"probabilities": out["probabilities"].numpy().tolist(),
+           "probabilities_4d": out4["probabilities"].numpy().tolist(),
+           "class_name": [n.decode() for n in out["class_name"].numpy()],
+           "class_names": [n.decode() for n in loaded.metadata()["class_names"].numpy()]},
+          open(sys.argv[3], "w"))
+"""
+
+
+@pytest.mark.slow
+def test_saved_model_serves_raw_48px_faces_like_the_keras_model(trained_job, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    import trainer.model  # noqa: F401  (registers the custom layers for loading)
+    from trainer.serving.export import resize_faces
+
+    _, job, manifest = trained_job
+    rng = np.random.default_rng(7)
+    faces = np.stack([draw_face(label, rng) for label in range(7)]).astype(np.uint8)
+    np.save(tmp_path / "faces.npy", faces)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_IN_FRESH_PROCESS, str(job / "export/saved_model"),
+         str(tmp_path / "faces.npy"), str(tmp_path / "out.json")],
+        cwd=REPO_ROOT, env=trainer_env(), capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    probabilities = np.array(out["probabilities"])
+
+    model = keras.saving.load_model(job / "export/model.keras", compile=False)
+    resized = tf.cast(resize_faces(faces, SIZE), tf.float32)
+    expected = tf.nn.softmax(model(resized, training=False)).numpy()
+    assert probabilities.shape == (7, 7)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_allclose(np.array(out["probabilities_4d"]), probabilities, atol=1e-6)
+    assert out["class_names"] == manifest.class_names
+    assert out["class_name"] == [manifest.class_names[i] for i in expected.argmax(axis=1)]
+    # The Beam job resizes with OpenCV; in-graph bilinear agrees within one grey level.
+    beam_resized = np.stack([resize_face(face, SIZE) for face in faces])[..., None]
+    assert np.abs(beam_resized.astype(int) - resize_faces(faces, SIZE).numpy()).max() <= 1
+    via_beam = tf.nn.softmax(model(beam_resized.astype(np.float32), training=False)).numpy()
+    assert np.abs(via_beam - probabilities).max() < 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_path", ["export/saved_model", "export/model.keras"])
+def test_evaluate_cli_reproduces_the_job_metrics_from_an_export(trained_job, tmp_path,
+                                                                model_path):
+    data, job, _ = trained_job
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer.evaluation.metrics", f"--model={job / model_path}",
+         f"--data_dir={data}", "--split=test", f"--output={tmp_path}", "--tta"],
+        cwd=REPO_ROOT, env=trainer_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = json.loads((tmp_path / "metrics.json").read_text())
+    theirs = json.loads((job / "eval/metrics.json").read_text())
+    assert ours["confusion_matrix"] == theirs["confusion_matrix"]
+    assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+    assert (tmp_path / "confusion_matrix.png").is_file()
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    data = tmp_path_factory.mktemp("small")
+    write_data_dir(data, {"train": balanced_counts(1), "validation": balanced_counts(1),
+                          "test": balanced_counts(1)}, image_size=32, num_shards=1)
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, args, message", [
+    ("no data_dir", ["--job_dir={job}"], "--data_dir"),
+    ("no manifest", ["--data_dir={empty}", "--job_dir={job}"], "manifest.json not found"),
+    ("size mismatch", ["--data_dir={data}", "--job_dir={job}", "--image_size=96"],
+     "records are 32x32 but --image_size=96"),
+    ("no such TPU", ["--data_dir={data}", "--job_dir={job}", "--strategy=tpu",
+                     "--tpu=no-such-tpu"], "cannot reach TPU 'no-such-tpu'"),
+    ("silent TPU address", ["--data_dir={data}", "--job_dir={job}", "--strategy=tpu",
+                            "--tpu=grpc://127.0.0.1:{closed_port}"], "Connection refused"),
+    ("bad value", ["--data_dir={data}", "--job_dir={job}", "--batch_size=0"],
+     "--batch_size must be >= 1"),
+])
+def test_bad_configuration_fails_with_one_clear_message(small_data, tmp_path, case, args,
+                                                        message):
+    paths = {"data": small_data, "job": tmp_path / "job", "empty": tmp_path,
+             "closed_port": closed_port()}
+    result = run_trainer(*(a.format(**paths) for a in args), "--weights=none", timeout=120)
+    assert result.returncode != 0, case
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert not (tmp_path / "job" / "export").exists()
+
+
+CACHED_FLAGS = ("--cache_features", "--cache_dtype=float32", "--rotation_degrees=0",
+                "--shift_fraction=0", "--zoom_fraction=0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("memory_gb, where", [("4", "kept in memory"),
+                                              ("0", "written to TFRecord shards")],
+                         ids=["memory", "disk"])
+def test_cached_features_train_a_full_model_whose_validation_accuracy_they_reported(
+        trained_job, tmp_path, memory_gb, where):
+    data, _, manifest = trained_job
+    job = tmp_path / "job"
+    result = run_trainer(f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS, *CACHED_FLAGS,
+                         f"--cache_memory_gb={memory_gb}", "--head_epochs=1", "--epochs=1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert where in result.stderr
+    assert (job / "cache").is_dir() == (memory_gb == "0")
+    assert json.loads((job / "eval/metrics.json").read_text())["records"] == 14
+    # The validation accuracy measured on cached features during training is the exported
+    # full model's accuracy on the validation faces.
+    best = json.loads((job / "checkpoints/best.json").read_text())
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "trainer.evaluation.metrics", f"--model={job / 'export/saved_model'}",
+         f"--data_dir={data}", "--split=validation", f"--output={tmp_path / 'eval'}"],
+        cwd=REPO_ROOT, env=trainer_env(), capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    full = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert full["records"] == manifest.splits["validation"].records
+    assert full["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_mixed_precision_and_xla_train_on_cpu_and_export_float32(trained_job, tmp_path):
+    """The GPU/TPU settings (configs/multi_gpu.cfg, tpu.cfg) run here first: XLA compiles on
+    CPU, and mixed precision is bfloat16 on CPU as on TPU."""
+    import keras
+
+    import trainer.model  # noqa: F401  (registers the custom layers for loading)
+
+    data, _, _ = trained_job
+    job = tmp_path / "job"
+    result = run_trainer(f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS,
+                         "--mixed_precision", "--jit_compile", "--head_epochs=1", "--epochs=1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "policy mixed_bfloat16" in result.stderr
+    metrics = json.loads((job / "eval/metrics.json").read_text())
+    assert np.isfinite(metrics["loss"]) and metrics["records"] == 14
+    model = keras.saving.load_model(job / "export/model.keras", compile=False)
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert model.compute_dtype == "float32"

@@ -1,0 +1,126 @@
+"""Exports for serving: a SavedModel that takes raw 48x48 faces, and the Keras model.
+
+SavedModel endpoints (keras.export.ExportArchive):
+  serving_default(faces: uint8 [N,48,48] or [N,48,48,1])
+      -> probabilities float32 [N,C], class_index int64 [N], class_name string [N]
+      The faces become records as the Beam job makes them (record_format.resize_faces to the
+      records' side), then go through the model, whose first layer is the same preprocessing
+      stage training used: serving runs the operations training ran.
+  serving_tta(faces) -> the same, averaged over test-time views (only when exported with TTA).
+  classify_records(images: uint8 [N,S,S,1], S = the records' side) -> logits, probabilities
+      (what `python -m trainer.evaluate` uses on the preprocessed records).
+  metadata() -> class_names string [C], image_size int32 (the records' side),
+      network_image_size int32, source_image_size int32, tta string
+model.keras takes [N,S,S,1] faces (0..255) and returns logits; labels.json beside it holds the
+class names and sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from beam_preprocess.record_format import SOURCE_IMAGE_SIZE, resize_faces
+from trainer.data.augmentation import TestTimeAugmentation
+from trainer.vggface.layers import VGGFace2Preprocess
+
+SAVED_MODEL_NAME = "saved_model"
+KERAS_MODEL_FILENAME = "model.keras"
+LABELS_FILENAME = "labels.json"
+
+
+def raw_faces_to_records(faces: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 faces [N,48,48] or [N,48,48,1] -> uint8 [N,S,S,1], as the Beam job makes records
+    (record_format.resize_faces, the same resize)."""
+    faces = tf.convert_to_tensor(faces, tf.uint8)
+    shape = tf.shape(faces)
+    rank = tf.rank(faces)
+    valid = (((rank == 3) | ((rank == 4) & (shape[-1] == 1)))
+             & (shape[1] == SOURCE_IMAGE_SIZE) & (shape[2] == SOURCE_IMAGE_SIZE))
+    message = (f"faces must be uint8 [N,{SOURCE_IMAGE_SIZE},{SOURCE_IMAGE_SIZE}] or "
+               f"[N,{SOURCE_IMAGE_SIZE},{SOURCE_IMAGE_SIZE},1]")
+    with tf.control_dependencies([tf.debugging.Assert(valid, [message, shape])]):
+        faces = tf.reshape(faces, [-1, SOURCE_IMAGE_SIZE, SOURCE_IMAGE_SIZE, 1])
+    return resize_faces(faces, image_size)
+
+
+def input_size(model: keras.Model) -> int:
+    """The side of the faces `model` takes: the records' side."""
+    return int(model.input_shape[1])
+
+
+def serving_archive(model: keras.Model, class_names: list[str],
+                    tta: TestTimeAugmentation | None = None) -> keras.export.ExportArchive:
+    """The ExportArchive with the endpoints described in the module docstring."""
+    names = tf.constant(class_names)
+    image_size = input_size(model)
+
+    def logits_of(images):
+        return tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+
+    def answer(probabilities):
+        index = tf.argmax(probabilities, axis=1)
+        return {"probabilities": probabilities, "class_index": index,
+                "class_name": tf.gather(names, index)}
+
+    def serve(faces):
+        return answer(tf.nn.softmax(logits_of(raw_faces_to_records(faces, image_size))))
+
+    def serve_tta(faces):
+        return answer(tta.probabilities(logits_of, raw_faces_to_records(faces, image_size)))
+
+    def classify_records(images):
+        logits = logits_of(images)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+    def metadata():
+        return {"class_names": names, "image_size": tf.constant(image_size),
+                "network_image_size": tf.constant(network_size(model)),
+                "source_image_size": tf.constant(SOURCE_IMAGE_SIZE),
+                "tta": tf.constant(tta.mode if tta else "none")}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    faces_spec = [tf.TensorSpec(None, tf.uint8, name="faces")]
+    archive.add_endpoint("serving_default", serve, input_signature=faces_spec)
+    if tta is not None:
+        archive.add_endpoint("serving_tta", serve_tta, input_signature=faces_spec)
+    archive.add_endpoint("classify_records", classify_records, input_signature=[
+        tf.TensorSpec([None, image_size, image_size, 1], tf.uint8, name="images")])
+    archive.add_endpoint("metadata", metadata, input_signature=[])
+    return archive
+
+
+def network_size(model: keras.Model) -> int:
+    """The side the network runs at (its preprocessing stage resizes the input to it)."""
+    stage = next(layer for layer in model.layers if isinstance(layer, VGGFace2Preprocess))
+    return int(stage.compute_output_shape(model.input_shape)[1])
+
+
+def export_saved_model(model: keras.Model, class_names: list[str], path: str,
+                       tta: TestTimeAugmentation | None = None) -> None:
+    """Writes the serving SavedModel to `path` (local or gs://), replacing an older one."""
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
+    serving_archive(model, class_names, tta).write_out(path, verbose=False)
+
+
+def export_keras(model: keras.Model, class_names: list[str], export_dir: str) -> str:
+    """Writes model.keras and labels.json to `export_dir` (local or gs://)."""
+    tf.io.gfile.makedirs(export_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, KERAS_MODEL_FILENAME)
+        model.save(local)
+        target = posixpath.join(export_dir, KERAS_MODEL_FILENAME)
+        tf.io.gfile.copy(local, target, overwrite=True)
+    labels = {"class_names": list(class_names), "image_size": input_size(model),
+              "network_image_size": network_size(model),
+              "source_image_size": SOURCE_IMAGE_SIZE, "output": "logits"}
+    with tf.io.gfile.GFile(posixpath.join(export_dir, LABELS_FILENAME), "w") as f:
+        f.write(json.dumps(labels, indent=2) + "\n")
+    return target
