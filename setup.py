@@ -14,7 +14,7 @@ setuptools.setup(
         "Fine-tune the VGGFace2 ResNet-50 to read facial emotion (fer2013 / FER+): "
         "Beam preprocessing, tf.distribute training, Dataflow and Vertex AI launchers."
     ),
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
     packages=setuptools.find_packages(include=["beam_preprocess*", "trainer*", "launch*"]),
     include_package_data=True,
     install_requires=[

@@ -1,13 +1,17 @@
-"""Input pipeline speed: faces/s the trainer's tf.data pipeline delivers from TFRecords.
+"""Host CPU per training image: the previous input pipeline against the device data path.
 
-    python bench/input_bench.py [--rows 2000] [--image_size 224] [--batch_size 32]
+    python bench/input_bench.py [--rows 2000] [--sizes 224,48] [--batch_size 32]
 
-Measures trainer.data.input_pipeline.train_dataset (parse, PNG decode, augment, batch; interleaved
-reads, parallel maps, augmentation vectorised over the batch, prefetch) against the simplest
-pipeline doing the same work (one TFRecordDataset, sequential per-face maps, no prefetch), with
-and without augmentation, each in its own process. "per CPU-second" divides by the CPU time the
-process used, so it shows the work per face; the wall-clock rate shows what the parallelism
-adds. Prints a markdown table.
+Variants, each in its own process, for records stored at each of --sizes:
+  previous   PNG decode + flip/rotation/shift/zoom as float32 on the host, every epoch
+             (bench/previous_pipeline.py: what the trainer did before).
+  streamed   the trainer's RecordFiles: PNG decode every epoch, uint8 batches, augmentation
+             left to the device.
+  decoded    the trainer's DecodedSplit: the split decoded once into memory, then every epoch
+             a permutation gathered into uint8 batches (its one-off decode is reported apart).
+"CPU-seconds per image" is the CPU time the process used per training image delivered; "host
+cores per 3,000 img/s" is what feeding an accelerator at that rate (one H100 on this
+fine-tune) would take. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -29,52 +33,33 @@ from bench.bench_common import (  # noqa: E402
 )
 
 VARIANTS = {
-    "ours_augment": ("trainer pipeline, augmented", True, True),
-    "ours_plain": ("trainer pipeline, no augmentation", True, False),
-    "simple_augment": ("simplest pipeline, augmented", False, True),
-    "simple_plain": ("simplest pipeline, no augmentation", False, False),
+    "previous": "previous: host decode + host augmentation",
+    "streamed": "streamed records, uint8 to the device",
+    "decoded": "decoded once, in memory, uint8 to the device",
 }
-SHUFFLE_BUFFER = 1024
+ACCELERATOR_RATE = 3000
 
 
-def simplest_dataset(files, image_size, num_classes, batch_size, augmentation):
-    """The textbook pipeline: one TFRecordDataset, parse, decode and augment face by face in
-    sequential maps, then batch; no interleave, no parallel map, no prefetch.
+def _dataset(variant: str, data_dir: str, batch_size: int):
+    from bench.previous_pipeline import previous_train_dataset
+    from trainer.data.input_pipeline import Pipeline, RecordFiles, decode_into_memory
+    from trainer.data.manifest import load_manifest
 
-    tf.data would parallelise the maps and add a prefetch by itself (its default
-    map_parallelization and inject_prefetch rewrites): both are turned off here. The
-    augmentation is the trainer's own (augment_batch on a batch of one), so both pipelines do
-    the same work per face.
-    """
-    import tensorflow as tf
-
-    from trainer.data.input_pipeline import augment_batch, record_decoder
-
-    dataset = (tf.data.TFRecordDataset(files).repeat().shuffle(SHUFFLE_BUFFER)
-               .map(record_decoder(image_size, num_classes)))
-    if augmentation is None:
-        dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    else:
-        dataset = dataset.map(lambda x, y: (augment_batch(x[None], augmentation)[0], y))
-    options = tf.data.Options()
-    options.experimental_optimization.map_parallelization = False
-    options.experimental_optimization.inject_prefetch = False
-    return dataset.batch(batch_size, drop_remainder=True).with_options(options)
+    manifest = load_manifest(data_dir)
+    source = RecordFiles.of(manifest, "train", data_dir)
+    if variant == "previous":
+        return previous_train_dataset(source.files, manifest.image_size, batch_size), {}
+    if variant == "streamed":
+        return source.train_dataset(Pipeline(), batch_size, 0, 0, 2048), {}
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    decoded = decode_into_memory(source, Pipeline())
+    once = {"decode_cpu_s_per_image": (cpu_seconds() - cpu) / source.records,
+            "decode_wall_s": time.perf_counter() - wall}
+    return decoded.train_dataset(Pipeline(), batch_size, 0, 0), once
 
 
 def measure_variant(variant: str, data_dir: str, batch_size: int, batches: int) -> dict:
-    from trainer.data.input_pipeline import Augmentation, load_manifest, train_dataset
-
-    _, ours, augmented = VARIANTS[variant]
-    manifest = load_manifest(data_dir)
-    files = manifest.split_files("train", data_dir)
-    augmentation = Augmentation() if augmented else None
-    if ours:
-        dataset = train_dataset(files, manifest.image_size, manifest.num_classes, batch_size,
-                                None, augmentation, SHUFFLE_BUFFER, seed=0)
-    else:
-        dataset = simplest_dataset(files, manifest.image_size, manifest.num_classes,
-                                   batch_size, augmentation)
+    dataset, extra = _dataset(variant, data_dir, batch_size)
     iterator = iter(dataset)
     for _ in range(5):  # warm-up: tracing, autotuning, filling the shuffle buffer
         next(iterator)
@@ -82,15 +67,23 @@ def measure_variant(variant: str, data_dir: str, batch_size: int, batches: int) 
     for _ in range(batches):
         next(iterator)
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    faces = batches * batch_size
-    return {"faces_per_s": faces / wall, "faces_per_cpu_s": faces / cpu,
-            "cores_busy": cpu / wall}
+    images = batches * batch_size
+    return {"cpu_s_per_image": cpu / images, "images_per_s": images / wall, **extra}
+
+
+def _row(size: int, variant: str, result: dict, previous: dict) -> list[str]:
+    per_image = result["cpu_s_per_image"]
+    once = result.get("decode_cpu_s_per_image")
+    return [f"{size} px", VARIANTS[variant], f"{per_image * 1e3:.3f}",
+            f"{previous['cpu_s_per_image'] / per_image:.1f}x",
+            f"{per_image * ACCELERATOR_RATE:.2f}", f"{result['images_per_s']:,.0f}",
+            f"{once * 1e3:.2f}" if once else "-", f"{result['peak_mb']:,.0f}"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000, help="synthetic CSV rows")
-    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--sizes", default="224,48", help="record sides to measure")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=60, help="measured batches per variant")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="(internal) measure one")
@@ -102,22 +95,21 @@ def main() -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="input_bench_") as tmp:
-        data_dir = make_records(Path(tmp), args.rows, args.image_size)
-        results = {}
-        for variant, (name, _, _) in VARIANTS.items():
-            results[variant] = run_child("input_bench.py", "--variant", variant, "--data_dir",
-                                         str(data_dir), "--batch_size", str(args.batch_size),
-                                         "--batches", str(args.batches))
-            print(f"  {name}: {results[variant]['faces_per_s']:.0f} faces/s", flush=True)
-    for variant, (name, _, augmented) in VARIANTS.items():
-        r = results[variant]
-        simple = results["simple_augment" if augmented else "simple_plain"]
-        rows.append([name, f"{r['faces_per_s']:.0f}", f"{r['faces_per_cpu_s']:.0f}",
-                     f"{r['cores_busy']:.2f}", f"{r['faces_per_s'] / simple['faces_per_s']:.2f}x",
-                     f"{r['peak_mb']:.0f}"])
-    print(f"\nInput pipeline, {args.image_size}px PNG records, batch {args.batch_size}:\n")
-    print(markdown_table(["pipeline", "faces/s", "faces per CPU-second", "cores busy",
-                          "vs simplest", "peak MB"], rows))
+        for size in (int(s) for s in args.sizes.split(",")):
+            data_dir = make_records(Path(tmp), args.rows, size)
+            results = {}
+            for variant in VARIANTS:
+                results[variant] = run_child(
+                    "input_bench.py", "--variant", variant, "--data_dir", str(data_dir),
+                    "--batch_size", str(args.batch_size), "--batches", str(args.batches))
+                print(f"  {size}px {VARIANTS[variant]}: "
+                      f"{results[variant]['cpu_s_per_image'] * 1e3:.3f} ms CPU per image",
+                      flush=True)
+            rows += [_row(size, v, r, results["previous"]) for v, r in results.items()]
+    print(f"\nHost CPU per training image, batch {args.batch_size}:\n")
+    print(markdown_table(["records", "input path", "CPU ms per image", "less CPU than previous",
+                          f"host cores per {ACCELERATOR_RATE:,} img/s", "images/s here",
+                          "one-off decode, CPU ms per image", "peak MB"], rows))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Training-step speed on CPU: the blog's recipe, our trainer, and our cached-feature path.
+"""Training-step speed on CPU: the blog's recipe, our trainer (augmenting on the device, or
+fed host-augmented batches as before), and our cached-feature path.
 
     python bench/train_step_bench.py [--image_size 224] [--batch_size 32] [--steps 6]
 
@@ -6,9 +7,12 @@ Variants, each in its own process (peak memory is the process's maximum RSS):
   blog       the whole network runs forward every step, conv5_3 and the head train; Keras
              compile + train_on_batch, SGD, BatchNorm above the cut on batch statistics (what
              Keras 2 did for the blog).
-  trainer    our trainer's own train step (trainer.training.loop.Trainer) in its default configuration:
-             the same cut, the custom loop, Adam, BatchNorm on moving statistics, and its
-             tf.data pipeline with augmentation feeding it.
+  trainer    our trainer's own train step (trainer.training.steps) in its default
+             configuration: the same cut, the custom loop, Adam, BatchNorm on moving
+             statistics, uint8 batches from the decoded split, flip/rotation/shift/zoom run
+             inside the step on the device.
+  previous   the same step fed float32 batches augmented on the host (the input path the
+             trainer had before: bench/previous_pipeline.py), no augmentation in the step.
   cached     the trainer with --cache_features: the same step on the part above the cut, fed
              cached conv5_2 outputs (the one-off cost of caching is the `frozen part` row).
   *_xla      the same with --jit_compile.
@@ -30,7 +34,8 @@ from bench.bench_common import make_records, markdown_table, report_result, run_
 
 VARIANTS = {
     "blog": "blog recipe: whole network forward, conv5_3 + head train (Keras fit)",
-    "trainer": "our trainer, default configuration",
+    "previous": "our trainer, host-augmented batches (before)",
+    "trainer": "our trainer, default configuration (augmentation on the device)",
     "trainer_xla": "our trainer, --jit_compile",
     "cached": "our trainer, --cache_features",
     "cached_xla": "our trainer, --cache_features --jit_compile",
@@ -89,36 +94,45 @@ def measure_frozen(image_size: int, batch_size: int, steps: int) -> dict:
 
 
 def measure_trainer(data_dir: str, job_dir: str, batch_size: int, steps: int, cached: bool,
-                    jit_compile: bool) -> dict:
-    """The trainer's fine-tuning step, driven through its own Trainer object."""
+                    jit_compile: bool, previous: bool = False) -> dict:
+    """The trainer's fine-tuning step, built by its own task and step functions."""
+    import dataclasses
+
     import tensorflow as tf
 
-    from trainer.training import loop as train
+    from bench.previous_pipeline import previous_train_dataset
     from trainer.config import TrainConfig
-    from trainer.data.input_pipeline import load_manifest
-    from trainer.model import set_trainable
-    from trainer.training.optimizers import make_optimizer
+    from trainer.data.input_pipeline import Pipeline
+    from trainer.data.manifest import load_manifest
+    from trainer.task import EmotionTask
     from trainer.training.output_dirs import resolve_output_dirs
-    from trainer.training.strategy import create_strategy, current_task
+    from trainer.training.steps import TrainMetrics, train_function
+    from trainer.training.strategy import create_strategy
 
     config = TrainConfig(data_dir=data_dir, job_dir=job_dir, weights=None, head_epochs=0,
                          epochs=1, batch_size=batch_size, jit_compile=jit_compile,
                          **(_CACHED if cached else {}))
     strategy = create_strategy("default")
-    trainer = train.Trainer(config, strategy, load_manifest(data_dir), resolve_output_dirs(
-        job_dir, {}), current_task(strategy))
-    phase = trainer.phases[-1]
-    set_trainable(trainer.model, phase.trainable_from, config.train_top_batchnorm)
-    optimizer = make_optimizer(config, phase.learning_rate, 1000, loss_scaling=False)
-    optimizer.build(trainer.model.trainable_variables)
-    if cached:
-        trainer.cache_features()
-    train_steps = trainer._train_function(optimizer)
-    iterator = iter(trainer._train_data(seed=0))
+    manifest = load_manifest(data_dir)
+    plan = EmotionTask(config, manifest, strategy).plan(resolve_output_dirs(job_dir, {}))
+    phase = plan.phases[-1]
+    plan.enter_phase(phase)
+    optimizer = plan.make_optimizer(phase)
+    optimizer.build(plan.step.model.trainable_variables)
+    step, metrics = plan.step, TrainMetrics()
+    if previous:
+        step = dataclasses.replace(step, prepare=None)
+        dataset = previous_train_dataset(manifest.split_files("train", data_dir),
+                                         manifest.image_size, batch_size).map(
+            lambda x, y: (x, y, tf.one_hot(y, manifest.num_classes)))
+    else:
+        dataset = plan.train_source.train_dataset(Pipeline(), batch_size, 0, 0, 2048)
+    train_steps = train_function(strategy, step, optimizer, metrics, batch_size)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
     def run_steps(n):
-        train_steps(iterator, tf.constant(n))
-        float(trainer.train_loss.result())
+        train_steps(iterator, tf.constant(0, tf.int64), tf.constant(n))
+        float(metrics.loss.result())
 
     return _timed(run_steps, steps, batch_size)
 
@@ -136,7 +150,7 @@ def measure(variant: str, args) -> dict:
     return measure_trainer(args.data_dir, args.job_dir, args.batch_size,
                            args.steps * (4 if variant.startswith("cached") else 1),
                            cached=variant.startswith("cached"),
-                           jit_compile=variant.endswith("_xla"))
+                           jit_compile=variant.endswith("_xla"), previous=variant == "previous")
 
 
 def main() -> None:

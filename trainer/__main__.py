@@ -1,51 +1,44 @@
 """`python -m trainer --data_dir DIR --job_dir DIR [--flagfile=configs/local_cpu.cfg] [flags]`.
 
-Fine-tunes the VGGFace2 ResNet-50 on beam_preprocess output; see trainer/train.py and the
-README "Training" section. Configuration errors exit with status 2 and a one-line message.
+Fine-tunes the VGGFace2 ResNet-50 on beam_preprocess output (trainer/job.py; README
+"Training"). Expected errors end in one line on stderr and exit status 2; a job stopped by
+SIGTERM saves a backup and exits with 143, and the same command resumes it.
 """
 
-import logging as std_logging
-import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from beam_preprocess.record_format import ManifestError
 from trainer.config import ConfigError, config_from_flags, define_flags
-from trainer.data.input_pipeline import CorruptRecordError
-from trainer.training.strategy import StrategyError
-from trainer.vggface.download import WeightsUnavailableError
-from trainer.vggface.weight_files import WeightFileError
-
-EXPECTED_ERRORS = (ConfigError, ManifestError, StrategyError, CorruptRecordError,
-                   WeightFileError, WeightsUnavailableError, FileNotFoundError)
-
-
-def _only_warnings_from_libraries(record) -> bool:
-    library = any(f"{os.sep}{name}{os.sep}" in record.pathname
-                  for name in ("tensorflow", "keras", "absl"))
-    return record.levelno >= std_logging.WARNING or not library
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.INFO)
-    import tensorflow as tf
+    from trainer import console
 
-    from trainer.training import loop as train
-
-    # TensorFlow logs every collective and checkpoint shard at INFO; keep the job's own lines.
+    console.set_up_logging(verbose=not flags.FLAGS["verbosity"].present)
+    tf = console.import_tensorflow()
     tf.get_logger().setLevel("WARNING")
-    logging.get_absl_handler().addFilter(_only_warnings_from_libraries)
+    from trainer import job
+    from trainer.data.input_pipeline import CorruptRecordError
+    from trainer.serving.loader import ModelLoadError
+    from trainer.training.preemption import EXIT_PREEMPTED, Preempted
+    from trainer.training.strategy import StrategyError
+    from trainer.vggface.download import WeightsUnavailableError
+    from trainer.vggface.weight_files import WeightFileError
 
+    expected = (ConfigError, ManifestError, StrategyError, CorruptRecordError, ModelLoadError,
+                WeightFileError, WeightsUnavailableError, FileNotFoundError)
     try:
-        config = config_from_flags()
-        train.run(config)
-    except EXPECTED_ERRORS as e:
+        job.run(config_from_flags())
+    except expected as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_PREEMPTED
     return 0
 
 

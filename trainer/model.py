@@ -25,7 +25,7 @@ def _switchable_batch_norm(original_name):
     return SwitchableBatchNormalization(name=layout.keras_name(original_name))
 
 
-def build_emotion_model(num_classes, image_size=224, input_channels=1, weights=None,
+def build_emotion_model(num_classes, *, image_size=224, input_channels=1, weights=None,
                         trainable_from="conv5_3", dense_units=256, dropout=0.5,
                         train_top_batchnorm=False, input_size=None) -> keras.Model:
     """Faces [N, I, I, C] with values 0..255 (float or uint8) -> float32 logits [N, num_classes].
@@ -125,3 +125,10 @@ def split_at_cut(model, trainable_from="conv5_3") -> tuple[keras.Model, keras.Mo
     frozen_part = keras.Model(model.input, cut, name="frozen_part")
     trainable_part = keras.Model(cut, model.output, name="trainable_part")
     return frozen_part, trainable_part
+
+
+def backbone_variables(model) -> list:
+    """The trainable variables of the VGGFace2 layers (not the head's)."""
+    backbone = set(layout.original_names_by_keras_name())
+    return [variable for layer in model.layers if layer.name in backbone
+            for variable in layer.trainable_variables]

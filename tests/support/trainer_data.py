@@ -1,8 +1,8 @@
 """Tiny preprocessed data directories for the trainer tests: TFRecord shards + manifest.json.
 
-Written directly in the record format (record_format.serialize_example, record_format.resize_faces
-and images.encode_png, as the Beam job does) so trainer tests need neither Beam nor a CSV. The faces come
-from beam_preprocess.synthetic.draw_face: each class shows its expression.
+Written directly in the record format (record_format.serialize_example and resize_faces,
+images.encode_png, as the Beam job does) so trainer tests need neither Beam nor a CSV. The faces
+come from beam_preprocess.synthetic.draw_face: each class shows its expression.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from beam_preprocess.images import encode_png
 from beam_preprocess.record_format import (
     FER2013_CLASS_NAMES,
+    FERPLUS_CLASS_NAMES,
     SOURCE_IMAGE_SIZE,
     Manifest,
     ShardInfo,
@@ -28,7 +29,7 @@ from beam_preprocess.record_format import (
 )
 from beam_preprocess.synthetic import draw_face
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def draw_grating(label: int, rng: np.random.Generator) -> np.ndarray:
@@ -57,11 +58,14 @@ def draw_lit_face(label: int, rng: np.random.Generator) -> np.ndarray:
 DRAWINGS = {"faces": draw_face, "gratings": draw_grating, "lit_faces": draw_lit_face}
 
 
-def write_data_dir(data_dir, counts: dict[str, list[int]], image_size: int = 64,
-                   num_shards: int = 2, seed: int = 0, drawing: str = "faces") -> Manifest:
+def write_data_dir(data_dir, counts: dict[str, list[int]], *, image_size: int = 64,
+                   num_shards: int = 2, seed: int = 0, drawing: str = "faces",
+                   by_class: bool = False, votes: bool = False) -> Manifest:
     """Writes shards of every split in `counts` ({split: faces per class}) and the manifest.
 
-    drawing: "faces" (beam_preprocess.synthetic.draw_face) or "gratings" (draw_grating).
+    drawing: a DRAWINGS key. by_class: rows in class order (all of class 0 first, ...), given
+    to the shards round robin, as a class-sorted CSV was by the first Beam job. votes: FER+
+    style records with a label distribution (mostly the label's class, see vote_distribution).
     """
     import tensorflow as tf
 
@@ -71,15 +75,17 @@ def write_data_dir(data_dir, counts: dict[str, list[int]], image_size: int = 64,
     splits, row_index = {}, 0
     for split, class_counts in counts.items():
         labels = np.repeat(np.arange(len(class_counts)), class_counts)
-        rng.shuffle(labels)
+        if not by_class:
+            rng.shuffle(labels)
         files = [shard_filename(split, i, num_shards) for i in range(num_shards)]
         writers = [tf.io.TFRecordWriter(str(data_dir / name)) for name in files]
         shard_records = [0] * num_shards
         faces = np.stack([DRAWINGS[drawing](int(label), rng) for label in labels])
         resized = resize_faces(faces[..., None], image_size).numpy()[..., 0]
         for i, (label, face) in enumerate(zip(labels, resized, strict=True)):
+            distribution = vote_distribution(int(label), len(class_counts)) if votes else None
             writers[i % num_shards].write(serialize_example(encode_png(face), int(label),
-                                                            row_index))
+                                                            row_index, distribution))
             shard_records[i % num_shards] += 1
             row_index += 1
         for writer in writers:
@@ -88,11 +94,20 @@ def write_data_dir(data_dir, counts: dict[str, list[int]], image_size: int = 64,
                   for name, records in zip(files, shard_records, strict=True)]
         splits[split] = SplitStats(records=int(len(labels)), class_counts=list(class_counts),
                                    shards=shards)
-    manifest = Manifest(image_size=image_size, label_set="fer2013",
-                        class_names=list(FER2013_CLASS_NAMES), splits=splits, bad_rows=0,
-                        input_path="synthetic")
+    names = FERPLUS_CLASS_NAMES if votes else FER2013_CLASS_NAMES
+    manifest = Manifest(image_size=image_size, label_set="ferplus" if votes else "fer2013",
+                        class_names=list(names[:len(class_counts)]), splits=splits,
+                        bad_rows=0, input_path="synthetic", label_distribution=votes)
     (data_dir / "manifest.json").write_text(manifest.to_json())
     return manifest
+
+
+def vote_distribution(label: int, num_classes: int) -> np.ndarray:
+    """Known synthetic votes: 70 % for the face's class, 30 % for the next class."""
+    votes = np.zeros(num_classes, np.float32)
+    votes[label] += 0.7
+    votes[(label + 1) % num_classes] += 0.3
+    return votes
 
 
 def file_size_and_digest(path) -> tuple[int, str]:

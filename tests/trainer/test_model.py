@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from tests.support.keras2_weight_files import random_weights, write_keras2_file
-from trainer.vggface import layout
 from trainer.model import (
     TRAINABLE_FROM_CHOICES,
     SwitchableBatchNormalization,
@@ -13,6 +12,7 @@ from trainer.model import (
     set_trainable,
     split_at_cut,
 )
+from trainer.vggface import layout
 
 SIZE = 64
 CONV5_3_PARAMS = 4_462_592

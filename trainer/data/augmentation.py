@@ -19,17 +19,23 @@ import math
 
 import tensorflow as tf
 
+from beam_preprocess.record_format import resize_faces
+
 # Random erasing (Zhong et al. 2017): rectangle area and aspect-ratio ranges.
 ERASE_AREA = (0.02, 0.2)
 ERASE_ASPECT = (0.3, 3.3)
 TTA_MODES = ("none", "flip", "ten_crop")
+# One random algorithm, named rather than auto-selected. (XLA lays out the Philox stream in
+# its own way: a step's draws are fixed for a given key in one mode, compiled or not, but the
+# two modes draw differently.)
+ALG = "philox"
 
 
 def step_key(seed: int, step, replica_id) -> tf.Tensor:
     """The stateless key of one replica's draws at one global step."""
     key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64),
-                                                   tf.cast(step, tf.int64))
-    return tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64))
+                                                   tf.cast(step, tf.int64), alg=ALG)
+    return tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64), alg=ALG)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +65,7 @@ class Augmentation:
               key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Faces [B,S,S,C] (0..255, any dtype) and targets [B,K] (class distributions) ->
         float32 augmented faces and the targets they now show (changed only by mixing)."""
-        keys = tf.unstack(tf.random.experimental.stateless_split(key, 4))
+        keys = tf.unstack(tf.random.experimental.stateless_split(key, 4, alg=ALG))
         images = tf.cast(images, tf.float32)
         if self.flip:
             images = random_flip(images, keys[0])
@@ -75,7 +81,7 @@ class Augmentation:
     def _random_transforms(self, batch, size: int, key) -> tf.Tensor:
         """[B, 6] affine maps (output pixel -> input pixel): crop, then rotation/zoom/shift
         on `affine_probability` of the faces."""
-        k = tf.unstack(tf.random.experimental.stateless_split(key, 7))
+        k = tf.unstack(tf.random.experimental.stateless_split(key, 7, alg=ALG))
         angle = _uniform(k[0], batch, -1, 1) * (self.rotation_degrees * math.pi / 180.0)
         zoom = 1.0 + _uniform(k[1], batch, -1, 1) * self.zoom_fraction
         shift_x = _uniform(k[2], batch, -1, 1) * self.shift_fraction * size
@@ -97,8 +103,9 @@ class Augmentation:
     def _mix(self, images, targets, key):
         """Mixup or CutMix of each face with another face of the batch (a coin decides per
         batch when both are on), targets mixed in the proportion of each face kept."""
-        k = tf.unstack(tf.random.experimental.stateless_split(key, 5))
-        partner = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(images)[0]), k[0])
+        k = tf.unstack(tf.random.experimental.stateless_split(key, 5, alg=ALG))
+        # A random pairing (argsort of uniform draws: XLA has no shuffle kernel).
+        partner = tf.argsort(_uniform(k[0], tf.shape(images)[0], 0, 1))
         other_images, other_targets = tf.gather(images, partner), tf.gather(targets, partner)
         options = []
         if self.mixup_alpha > 0:
@@ -115,13 +122,19 @@ class Augmentation:
 
 
 def _uniform(key, count, low, high) -> tf.Tensor:
-    return tf.random.stateless_uniform(tf.reshape(count, [1]), key, low, high)
+    return tf.random.stateless_uniform(tf.reshape(count, [1]), key, low, high, alg=ALG)
 
 
-def _beta(key, alpha: float) -> tf.Tensor:
-    """One Beta(alpha, alpha) draw, from two gamma draws."""
-    gammas = tf.random.stateless_gamma([2], key, alpha)
-    return gammas[0] / (gammas[0] + gammas[1])
+def _beta(key, alpha: float, iterations: int = 30) -> tf.Tensor:
+    """One Beta(alpha, alpha) draw: the uniform draw's quantile, found by bisection of the
+    regularized incomplete beta function (XLA has no gamma sampler, but has betainc)."""
+    target = _uniform(key, 1, 0, 1)[0]
+    low, high = tf.constant(0.0), tf.constant(1.0)
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        below = tf.math.betainc(alpha, alpha, middle) < target
+        low, high = tf.where(below, middle, low), tf.where(below, high, middle)
+    return (low + high) / 2
 
 
 def random_flip(images: tf.Tensor, key) -> tf.Tensor:
@@ -145,7 +158,7 @@ def warp(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
     batch, size, channels = tf.shape(images)[0], images.shape[1], images.shape[3]
     grid = tf.range(size, dtype=tf.float32)
     out_y, out_x = tf.meshgrid(grid, grid, indexing="ij")
-    a = [transforms[:, i, None, None] for i in range(6)]
+    a = [tf.reshape(transforms[:, i], [-1, 1, 1]) for i in range(6)]
     in_x = _reflect(a[0] * out_x + a[1] * out_y + a[2], size)
     in_y = _reflect(a[3] * out_x + a[4] * out_y + a[5], size)
     x0, y0 = tf.floor(in_x), tf.floor(in_y)
@@ -174,7 +187,7 @@ def _boxes_mask(size: int, top, left, height, width) -> tf.Tensor:
 def random_erase(images: tf.Tensor, probability: float, key) -> tf.Tensor:
     """One random rectangle of noise in a `probability` share of faces."""
     batch, size = tf.shape(images)[0], images.shape[1]
-    k = tf.unstack(tf.random.experimental.stateless_split(key, 6))
+    k = tf.unstack(tf.random.experimental.stateless_split(key, 6, alg=ALG))
     area = _uniform(k[0], batch, *ERASE_AREA) * size * size
     aspect = tf.exp(_uniform(k[1], batch, math.log(ERASE_ASPECT[0]),
                              math.log(ERASE_ASPECT[1])))
@@ -183,7 +196,7 @@ def random_erase(images: tf.Tensor, probability: float, key) -> tf.Tensor:
     top = _uniform(k[2], batch, 0, 1) * (size - height)
     left = _uniform(k[3], batch, 0, 1) * (size - width)
     chosen = (_uniform(k[4], batch, 0, 1) < probability)[:, None, None, None]
-    noise = tf.random.stateless_uniform(tf.shape(images), k[5], 0.0, 255.0)
+    noise = tf.random.stateless_uniform(tf.shape(images), k[5], 0.0, 255.0, alg=ALG)
     return tf.where(_boxes_mask(size, top, left, height, width) & chosen, noise, images)
 
 
@@ -211,8 +224,8 @@ class TestTimeAugmentation:
             raise ValueError(f"TTA mode must be one of {TTA_MODES}, got {self.mode!r}")
 
     def views(self, images: tf.Tensor) -> list[tf.Tensor]:
-        """The faces as each view shows them, all at the faces' own side."""
-        images = tf.cast(images, tf.float32)
+        """The faces as each view shows them, all at the faces' own side and in their dtype
+        (crops are resized back by record_format.resize_faces: grey levels again)."""
         if self.mode == "none":
             return [images]
         if self.mode == "flip":
@@ -228,10 +241,11 @@ class TestTimeAugmentation:
 
 
 def ten_crop_views(images: tf.Tensor, fraction: float) -> list[tf.Tensor]:
-    """The 4 corner crops and the centre crop of side `fraction` of the face, resized back."""
+    """The 4 corner crops and the centre crop of side `fraction` of the face, resized back
+    with the project's one resize (so a view is a face of grey levels, as a record is)."""
     size = images.shape[1]
     side = max(1, round(size * fraction))
     far, middle = size - side, (size - side) // 2
     corners = [(0, 0), (0, far), (far, 0), (far, far), (middle, middle)]
-    return [tf.image.resize(images[:, top:top + side, left:left + side, :], [size, size],
-                            method="bilinear") for top, left in corners]
+    return [tf.cast(resize_faces(images[:, top:top + side, left:left + side, :], size),
+                    images.dtype) for top, left in corners]

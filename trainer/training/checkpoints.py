@@ -1,14 +1,18 @@
 """What a job keeps on disk while it trains: resumable backups, and last/best weights.
 
 Backups are tf.train.Checkpoint state (model, optimizer, step counter, best score, plateau
-state) saved every --backup_every_steps steps and at each epoch end, one directory per phase.
-A job killed at any moment and restarted with the same command restores the newest backup and
-continues from that step: unlike Keras' BackupAndRestore, which restarts the interrupted epoch
-from batch 0, nothing already trained after the last save is lost except the steps since it.
+state) saved every --backup_every_steps steps or --backup_every_minutes, at each epoch end and
+on SIGTERM, one directory per phase. A job killed at any moment and restarted with the same
+command restores the newest backup and continues from that step: unlike Keras'
+BackupAndRestore, which restarts the interrupted epoch from batch 0, nothing already trained is
+lost but the steps since the last save.
 
-Under MultiWorkerMirroredStrategy every worker saves (saving can need collective ops), the chief
-into the real directory and the others into their own temporary directories, deleted after each
-save (the tf.distribute multi-worker convention). All workers restore from the chief's.
+The chief writes asynchronously (TensorFlow copies the variables, then writes while training
+goes on), so a backup of the whole network and its optimizer slots does not stall an
+accelerator; `wait()` blocks until the last one is on disk. Under MultiWorkerMirroredStrategy
+every worker saves (saving can need collective ops), the others into temporary directories on
+their local disk, deleted after each save (the tf.distribute multi-worker convention, without
+uploading a copy). All workers restore from the chief's.
 """
 
 from __future__ import annotations
@@ -21,12 +25,28 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from trainer.training.output_dirs import worker_temp_dir
 from trainer.training.strategy import Task
 
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
 BEST_INFO = "best.json"
+
+
+def _copy_keras_variable_to_cpu(variable, object_map):
+    """The host copy of a Keras variable for an async checkpoint is that of its tf.Variable.
+
+    Keras 3.15's own version creates a new tf.Variable on every call, inside TensorFlow's
+    tf.function that copies the variables to the host, so the first async save fails
+    ("tf.function only supports singleton tf.Variables created on the first call").
+    """
+    variable.value._copy_trackable_to_cpu(object_map)
+    object_map[variable] = object_map[variable.value]
+
+
+def enable_async_checkpoints() -> None:
+    from keras.src.backend.tensorflow import core
+
+    core.Variable._copy_trackable_to_cpu = _copy_keras_variable_to_cpu
 
 
 def phase_backup_dir(backup_root: str, phase: str) -> str:
@@ -42,12 +62,15 @@ class PhaseBackup:
 
     def __init__(self, backup_root: str, phase: str, task: Task, **trackables):
         self._directory = phase_backup_dir(backup_root, phase)
-        self._write_dir = (self._directory if task.is_chief
-                           else worker_temp_dir(self._directory, task.task_id))
         self._is_chief = task.is_chief
+        self._write_dir = (self._directory if task.is_chief
+                           else tempfile.mkdtemp(prefix=f"backup-worker{task.task_id}-"))
         self._checkpoint = tf.train.Checkpoint(**trackables)
         self._manager = tf.train.CheckpointManager(self._checkpoint, self._write_dir,
                                                    max_to_keep=1)
+        if task.is_chief:
+            enable_async_checkpoints()
+        self._options = tf.train.CheckpointOptions(enable_async=task.is_chief)
 
     def restore(self) -> str | None:
         """Restores the newest backup, if any; returns its path."""
@@ -57,9 +80,13 @@ class PhaseBackup:
         return latest
 
     def save(self, step: int) -> None:
-        self._manager.save(checkpoint_number=step)
+        self._manager.save(checkpoint_number=step, options=self._options)
         if not self._is_chief:
             tf.io.gfile.rmtree(self._write_dir)
+
+    def wait(self) -> None:
+        """Returns when every backup started is written."""
+        self._checkpoint.sync()
 
 
 def save_weights(model: keras.Model, path: str) -> None:

@@ -1,8 +1,12 @@
-"""The training loss: cross-entropy on logits with optional label smoothing and class weights."""
+"""The training loss: cross-entropy of logits against target distributions.
+
+Targets are one-hot labels, FER+ vote distributions, or either mixed by Mixup/CutMix. Label
+smoothing mixes them with the uniform distribution; class weights weigh each face by its
+target's expected class weight (its label's weight for a one-hot target).
+"""
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -26,15 +30,15 @@ def class_weights(mode: str, train_counts: list[int]) -> np.ndarray:
 
 
 class WeightedCrossEntropy:
-    """Per-face loss of (int labels, float logits): smoothed cross-entropy times class weight."""
+    """Per-face loss of (float targets [B,C], float logits [B,C])."""
 
-    def __init__(self, num_classes: int, label_smoothing: float, weights: np.ndarray):
-        self._num_classes = num_classes
+    def __init__(self, label_smoothing: float, weights: np.ndarray):
+        self._smoothing = label_smoothing
         self._weights = tf.constant(weights, tf.float32)
-        self._cross_entropy = keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=label_smoothing, reduction=None)
 
-    def __call__(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-        one_hot = tf.one_hot(labels, self._num_classes, dtype=tf.float32)
-        per_face = self._cross_entropy(one_hot, tf.cast(logits, tf.float32))
-        return per_face * tf.gather(self._weights, labels)
+    def __call__(self, targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        targets = tf.cast(targets, tf.float32)
+        num_classes = tf.cast(tf.shape(targets)[-1], tf.float32)
+        smoothed = targets * (1.0 - self._smoothing) + self._smoothing / num_classes
+        per_face = tf.nn.softmax_cross_entropy_with_logits(smoothed, tf.cast(logits, tf.float32))
+        return per_face * tf.linalg.matvec(targets, self._weights)

@@ -47,9 +47,3 @@ def resolve_output_dirs(job_dir: str, env: Mapping[str, str]) -> OutputDirs:
         eval=_join(job_dir, "eval"),
         cache=_join(job_dir, "cache"),
     )
-
-
-def worker_temp_dir(path: str, task_id: int) -> str:
-    """Where a non-chief worker writes what the chief writes to `path` (tf.distribute's
-    multi-worker convention): a private place it deletes afterwards."""
-    return _join(path, f"workertemp_{task_id}")

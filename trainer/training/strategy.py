@@ -13,8 +13,9 @@ import socket
 
 import tensorflow as tf
 
-STRATEGY_CHOICES = ("auto", "default", "mirrored", "multi_worker_mirrored", "tpu")
 TPU_CONNECT_TIMEOUT_SECONDS = 30.0
+# Compute capability from which NVIDIA GPUs have fast bfloat16 (Ampere and later).
+BFLOAT16_COMPUTE_CAPABILITY = (8, 0)
 
 
 class StrategyError(RuntimeError):
@@ -78,11 +79,29 @@ def _check_tf_config() -> None:
             '"index": 0}}.') from None
 
 
-def create_strategy(name: str = "auto", tpu: str | None = None) -> tf.distribute.Strategy:
+def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
+    if tf.config.list_physical_devices("GPU"):
+        return tf.distribute.MirroredStrategy()
+    # Without GPUs MirroredStrategy would use only /cpu:0: mirror over every logical CPU.
+    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(cpus)
+
+
+def _multi_worker_strategy(collective_timeout_seconds: float):
+    _check_tf_config()
+    options = tf.distribute.experimental.CommunicationOptions(
+        timeout_seconds=collective_timeout_seconds or None)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def create_strategy(name: str = "auto", tpu: str | None = None,
+                    collective_timeout_seconds: float = 0.0) -> tf.distribute.Strategy:
     """The strategy for `--strategy`; `auto` picks TPU if --tpu is given, else Mirrored on >1
-    GPU, else the default (single-device) strategy."""
-    if name not in STRATEGY_CHOICES:
-        raise StrategyError(f"unknown strategy {name!r}; choose one of {STRATEGY_CHOICES}")
+    GPU, else the default (single-device) strategy. Multi-worker collectives that wait longer
+    than `collective_timeout_seconds` (0: forever) fail, so a lost worker ends the job."""
     if name == "auto":
         if tpu:
             name = "tpu"
@@ -90,18 +109,35 @@ def create_strategy(name: str = "auto", tpu: str | None = None) -> tf.distribute
             name = "mirrored"
         else:
             name = "default"
+    if name not in STRATEGIES:
+        raise StrategyError(f"unknown strategy {name!r}; choose one of auto, "
+                            f"{', '.join(STRATEGIES)}")
     if name == "tpu":
         return _tpu_strategy(tpu)
     if name == "multi_worker_mirrored":
-        _check_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy(collective_timeout_seconds)
     if name == "mirrored":
-        if tf.config.list_physical_devices("GPU"):
-            return tf.distribute.MirroredStrategy()
-        # Without GPUs MirroredStrategy would use only /cpu:0: mirror over every logical CPU.
-        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(cpus)
+        return _mirrored_strategy()
     return tf.distribute.get_strategy()
+
+
+def any_worker(strategy: tf.distribute.Strategy, *flags: bool) -> tuple[bool, ...]:
+    """Each flag, true if it is true in any process of the job: under multi-worker a
+    collective that every worker must reach at the same point; elsewhere the flags as given."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return tuple(bool(f) for f in flags)
+    if not hasattr(strategy, "_any_worker_sum"):
+        # One traced function per strategy: an all-reduce of a small vector.
+        strategy._any_worker_sum = tf.function(lambda values: strategy.reduce(
+            tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(values,)), axis=None))
+    totals = strategy._any_worker_sum(tf.constant([float(f) for f in flags]))
+    return tuple(bool(t > 0) for t in totals.numpy())
+
+
+def wait_for_other_workers(strategy: tf.distribute.Strategy) -> None:
+    """Under multi-worker, returns once every worker got here (so the chief has finished
+    writing what the others are about to read). A single process has nobody to wait for."""
+    any_worker(strategy, False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,13 +166,30 @@ def current_task(strategy: tf.distribute.Strategy) -> Task:
     return Task(task_type, task_id, is_chief)
 
 
-def precision_policy(mixed_precision: bool, strategy: tf.distribute.Strategy) -> str:
-    """The Keras dtype policy: bfloat16 on TPU (and CPU, where float16 has no fast kernels),
-    float16 on GPU, float32 unless asked."""
-    if not mixed_precision:
+def _gpus_support_bfloat16() -> bool:
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability")
+                    for gpu in gpus]
+    return bool(gpus) and all(c is not None and tuple(c) >= BFLOAT16_COMPUTE_CAPABILITY
+                              for c in capabilities)
+
+
+def precision_policy(mode: str, strategy: tf.distribute.Strategy) -> str:
+    """The Keras dtype policy for --mixed_precision.
+
+    auto: bfloat16 on TPUs and on GPUs that compute it fast (compute capability 8+), float16
+    (with loss scaling) on older GPUs, float32 on CPUs, where neither has fast kernels.
+    bfloat16 and float16 are taken as asked on any device (float16 runs on a CPU too, slowly:
+    the tests exercise loss scaling that way).
+    """
+    if mode == "none":
         return "float32"
+    if mode in ("bfloat16", "float16"):
+        return f"mixed_{mode}"
+    if mode != "auto":
+        raise StrategyError(f"unknown --mixed_precision {mode!r}")
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return "mixed_bfloat16"
     if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    return "mixed_bfloat16"
+        return "mixed_bfloat16" if _gpus_support_bfloat16() else "mixed_float16"
+    return "float32"

@@ -7,6 +7,8 @@ we write those directly and the trainer does not depend on TensorBoard (the view
 
 from __future__ import annotations
 
+import posixpath
+
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
@@ -36,3 +38,22 @@ def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
                     else value.simple_value
                 series.setdefault(value.tag, []).append((event.step, number))
     return series
+
+
+class SummaryWriters:
+    """TensorBoard writers of the train and validation series (no-ops off the chief)."""
+
+    def __init__(self, log_dir: str, is_chief: bool):
+        names = ("train", "validation")
+        if is_chief:
+            self._writers = {n: tf.summary.create_file_writer(posixpath.join(log_dir, n))
+                             for n in names}
+        else:
+            self._writers = {n: tf.summary.create_noop_writer() for n in names}
+
+    def write(self, step: int, train: dict[str, float], validation: dict[str, float]) -> None:
+        for name, values in (("train", train), ("validation", validation)):
+            with self._writers[name].as_default():
+                for key, value in values.items():
+                    scalar(key.removeprefix("val_"), value, step)
+            self._writers[name].flush()

@@ -134,3 +134,17 @@ def fetch_vggface_weights(include_top=False, sha256=None, cache_dir=None, url=No
         if os.path.exists(partial):
             os.remove(partial)
     return path
+
+
+def locate_vggface_weights(path: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                           cache_dir: str | None = None) -> str | None:
+    """The notop weight file if it can be had: `path` (when given), else the cache, else a
+    download within `timeout` seconds; None when none of them works (offline, say)."""
+    if path:
+        check_weight_file(path, include_top=False)
+        return path
+    try:
+        return fetch_vggface_weights(include_top=False, cache_dir=cache_dir, timeout=timeout)
+    except WeightsUnavailableError as err:
+        logging.info("%s", str(err).splitlines()[0])
+        return None

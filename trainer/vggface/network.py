@@ -13,8 +13,8 @@ from collections.abc import Callable
 import keras
 
 from trainer.vggface import layout
-from trainer.vggface.layers import BGR_MEANS, VGGFace2Preprocess, preprocess_input
 from trainer.vggface.download import WEIGHTS_URLS, fetch_vggface_weights
+from trainer.vggface.layers import BGR_MEANS, VGGFace2Preprocess, preprocess_input
 from trainer.vggface.weight_files import load_vggface_weights, save_vggface_h5
 
 __all__ = [

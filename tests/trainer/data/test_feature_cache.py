@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from tests.support.trainer_data import balanced_counts, write_data_dir
 from trainer.data.feature_cache import CACHE_INFO_FILENAME, MEMORY, SplitSource, cache_features
-from trainer.data.input_pipeline import eval_dataset
+from trainer.data.input_pipeline import Pipeline, RecordFiles
+from trainer.data.manifest import data_digest
 from trainer.model import build_emotion_model, split_at_cut
 from trainer.vggface.layout import keras_name
 
@@ -32,26 +33,26 @@ def model():
     return build_emotion_model(7, image_size=SIZE, dense_units=16, trainable_from="conv5_3")
 
 
-def _source(data, split="train", views=2):
+def _records(data, split="train"):
     data_dir, manifest = data
-    return SplitSource(split, manifest.split_files(split, data_dir),
-                       manifest.splits[split].records, views)
+    return RecordFiles.of(manifest, split, data_dir)
 
 
 def _cache(model, data, tmp_path, dtype="float32", budget=GB, views=2, split="train"):
     frozen, _ = split_at_cut(model, "conv5_3")
-    caches = cache_features(tf.distribute.get_strategy(), frozen, data[1],
-                            [_source(data, split, views)], BATCH, dtype,
-                            str(tmp_path / "cache"), budget)
+    caches = cache_features(tf.distribute.get_strategy(), frozen,
+                            [SplitSource(split, _records(data, split), views)],
+                            per_replica_batch=BATCH, store_dtype=dtype,
+                            cache_dir=str(tmp_path / "cache"), memory_budget_bytes=budget,
+                            data_digest=data_digest(data[1]))
     return caches[split]
 
 
 def _faces_in_cache_order(data, split="train"):
     """The uint8 faces and labels of a split, in the order the cache holds them."""
-    source = _source(data, split)
-    batches = eval_dataset(source.files, SIZE, 7, source.records, BATCH, 1, None)
+    batches = _records(data, split).eval_dataset(Pipeline(), BATCH, 1)
     faces, labels = [], []
-    for images, batch_labels, weights in batches:
+    for images, batch_labels, _, weights in batches:
         keep = weights.numpy() > 0
         faces.append(images.numpy()[keep])
         labels.append(batch_labels.numpy()[keep])
@@ -59,7 +60,7 @@ def _faces_in_cache_order(data, split="train"):
 
 
 def _cached(cache):
-    features, labels = zip(*cache.faces().as_numpy_iterator(), strict=True)
+    features, labels, _ = zip(*cache.faces().as_numpy_iterator(), strict=True)
     return np.stack(features).astype(np.float32), np.array(labels)
 
 
@@ -90,8 +91,9 @@ def test_training_batches_show_each_face_or_its_mirror_image(model, data, tmp_pa
         for view in range(2):
             key[face[view].tobytes()] = (labels[index], view)
     seen_views = set()
-    batches = cache.train_dataset(BATCH, shuffle_buffer=16, seed=1).take(20)
-    for batch_features, batch_labels in batches.as_numpy_iterator():
+    batches = cache.train_dataset(Pipeline(), BATCH, seed=1, position=0,
+                                  shuffle_buffer=16).take(20)
+    for batch_features, batch_labels, _ in batches.as_numpy_iterator():
         assert batch_features.shape == (BATCH, *features.shape[2:])
         assert batch_features.dtype == np.float32
         for face, label in zip(batch_features, batch_labels, strict=True):
@@ -106,12 +108,12 @@ def test_evaluation_batches_cover_every_face_once_plus_zero_weight_padding(model
                                                                            tmp_path, budget):
     cache = _cache(model, data, tmp_path, budget=budget, views=1, split="validation")
     records = data[1].splits["validation"].records
-    batches = list(cache.eval_dataset(BATCH, num_replicas=1).as_numpy_iterator())
-    weights = np.concatenate([w for _, _, w in batches])
+    batches = list(cache.eval_dataset(Pipeline(), BATCH, num_replicas=1).as_numpy_iterator())
+    weights = np.concatenate([w for _, _, _, w in batches])
     assert len(weights) == -(-records // BATCH) * BATCH
     assert weights.sum() == records
     _, labels = _faces_in_cache_order(data, "validation")
-    np.testing.assert_array_equal(np.concatenate([y for _, y, _ in batches])[:records], labels)
+    np.testing.assert_array_equal(np.concatenate([y for _, y, _, _ in batches])[:records], labels)
 
 
 def test_disk_cache_is_reused_until_the_frozen_weights_change(model, data, tmp_path):
@@ -133,3 +135,30 @@ def test_disk_cache_is_reused_until_the_frozen_weights_change(model, data, tmp_p
         kernel.assign(original)
     assert rebuilt.location != first.location
     assert not os.path.exists(first.location), "the stale cache was left on disk"
+
+
+def test_disk_cache_is_rebuilt_for_other_records_or_another_precision_policy(model, data,
+                                                                             tmp_path):
+    """The fingerprint covers the records' content (the manifest's shard hashes), not only
+    their sizes, and the precision the frozen part computes in."""
+    import keras
+
+    frozen, _ = split_at_cut(model, "conv5_3")
+    split = [SplitSource("train", _records(data), 1)]
+
+    def cache(digest):
+        return cache_features(tf.distribute.get_strategy(), frozen, split,
+                              per_replica_batch=BATCH, store_dtype="float32",
+                              cache_dir=str(tmp_path / "cache"), memory_budget_bytes=0,
+                              data_digest=digest)["train"].location
+
+    first = cache("digest-a")
+    assert cache("digest-a") == first
+    other_records = cache("digest-b")
+    assert other_records != first
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        other_policy = cache("digest-b")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert other_policy not in (first, other_records)

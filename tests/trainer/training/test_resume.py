@@ -1,9 +1,11 @@
-"""A job killed with SIGKILL during fine-tuning resumes when rerun with the same command."""
+"""Resuming: after SIGKILL or SIGTERM the same command finishes the planned steps, and only a
+rerun of the same training resumes."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import time
 
@@ -18,6 +20,7 @@ from tests.support.trainer_data import (
     trainer_env,
     write_data_dir,
 )
+from trainer.training.preemption import EXIT_PREEMPTED
 
 STEPS_PER_EPOCH = 56 // 8
 HEAD_EPOCHS, FINE_TUNE_EPOCHS = 1, 3
@@ -66,3 +69,61 @@ def test_a_job_killed_while_fine_tuning_resumes_and_ends_at_the_same_step(tmp_pa
         FINE_TUNE_EPOCHS * STEPS_PER_EPOCH - restored_step)
     final_backup = (job / "backup/fine_tune/checkpoint").read_text()
     assert f'model_checkpoint_path: "ckpt-{TOTAL_STEPS}"' in final_backup
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_backup_at_that_step_and_the_rerun_resumes_it(tmp_path):
+    """Vertex Spot, GCE maintenance and TPU preemption send SIGTERM: the job saves where it is
+    and exits 143; the same command finishes the planned steps."""
+    data, job = tmp_path / "records", tmp_path / "job"
+    write_data_dir(data, {"train": balanced_counts(8), "validation": balanced_counts(1),
+                          "test": balanced_counts(1)}, image_size=32)
+    args = (f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS, "--backup_every_steps=1000",
+            f"--head_epochs={HEAD_EPOCHS}", f"--epochs={FINE_TUNE_EPOCHS}")
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(trainer_command(*args), cwd=REPO_ROOT, env=trainer_env(),
+                                 stdout=log, stderr=subprocess.STDOUT)
+        try:
+            # The head phase's epoch-end backup: fine-tuning is starting.
+            wait_for(job / "backup/head/checkpoint", first)
+            first.send_signal(signal.SIGTERM)
+            code = first.wait(timeout=300)
+        finally:
+            first.kill()
+    log_text = (tmp_path / "first.log").read_text()
+    assert code == EXIT_PREEMPTED, log_text[-3000:]
+    stopped = re.search(r"stopped by SIGTERM: backup saved at step (\d+)", log_text)
+    assert stopped, log_text[-3000:]
+    step = int(stopped.group(1))
+    assert STEPS_PER_EPOCH <= step < TOTAL_STEPS
+    phase = "head" if step == STEPS_PER_EPOCH else "fine_tune"
+    assert (job / f"backup/{phase}/ckpt-{step}.index").is_file()
+
+    second = run_trainer(*args)
+    assert second.returncode == 0, second.stderr[-4000:]
+    training = json.loads((job / "eval/metrics.json").read_text())["training"]
+    assert training["total_steps"] == TOTAL_STEPS
+    assert training["steps_run_by_last_process"] == TOTAL_STEPS - step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, named", [
+    ("--fine_tune_learning_rate=1e-3", "--fine_tune_learning_rate: 1e-05 -> 0.001"),
+    ("--batch_size=4", "global_batch_size: 8 -> 4"),
+])
+def test_a_rerun_with_other_settings_is_refused_with_the_differences_named(tmp_path, change,
+                                                                           named):
+    data, job = tmp_path / "records", tmp_path / "job"
+    write_data_dir(data, {"train": balanced_counts(2), "validation": balanced_counts(1),
+                          "test": balanced_counts(1)}, image_size=32, num_shards=1)
+    args = (f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS, "--head_epochs=0",
+            "--epochs=1")
+    assert run_trainer(*args).returncode == 0
+    exported = (job / "export/model.keras").stat().st_mtime_ns
+    refused = run_trainer(*args, change)
+    assert refused.returncode == 2
+    assert named in refused.stderr and "--start_over" in refused.stderr, refused.stderr[-2000:]
+    assert (job / "export/model.keras").stat().st_mtime_ns == exported  # nothing touched
+    again = run_trainer(*args, change, "--start_over")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed" not in again.stderr

@@ -13,8 +13,8 @@ import pytest
 
 from tests.support.keras2_weight_files import random_weights, reference_layers, write_keras2_file
 from trainer.vggface import layout
-from trainer.vggface.network import resnet50, save_vggface_h5
 from trainer.vggface.download import WEIGHTS_URLS, WeightsUnavailableError, fetch_vggface_weights
+from trainer.vggface.network import resnet50, save_vggface_h5
 from trainer.vggface.weight_files import WeightFileError, load_vggface_weights, read_keras2_weights
 
 FORWARD_SIZE = 197  # the smallest input the fixed 7x7 avg_pool accepts

@@ -1,0 +1,152 @@
+"""The emotion task: what the trainer trains, chosen once from the config and the manifest.
+
+It builds the model, the data sources (decoded into memory or streamed; cached features of the
+frozen part with --cache_features), the loss, the device augmentation, the phases and their
+optimizers, and hands them to the model-agnostic loop (trainer.training.loop) as a
+TrainingPlan, in the manner of TF Model Garden's tasks.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from beam_preprocess.record_format import Manifest
+from trainer.config import ConfigError, TrainConfig
+from trainer.data.augmentation import Augmentation, TestTimeAugmentation
+from trainer.data.feature_cache import SplitSource, cache_features
+from trainer.data.input_pipeline import RecordFiles, choose_sources, this_pipeline
+from trainer.data.manifest import data_digest
+from trainer.model import backbone_variables, build_emotion_model, set_trainable, split_at_cut
+from trainer.training.loop import LoopSettings, TrainingPlan
+from trainer.training.losses import WeightedCrossEntropy, class_weights
+from trainer.training.optimizers import OptimizerSettings, epochs_to_steps, make_optimizer
+from trainer.training.output_dirs import OutputDirs
+from trainer.training.phases import Phase, plan_phases, steps_per_epoch
+from trainer.training.steps import StepSpec
+from trainer.vggface.layout import TRAIN_HEAD_ONLY
+
+
+class EmotionTask:
+    """The model, data and recipe of one training job."""
+
+    def __init__(self, config: TrainConfig, manifest: Manifest,
+                 strategy: tf.distribute.Strategy):
+        self.config, self.manifest, self.strategy = config, manifest, strategy
+        self.replicas = strategy.num_replicas_in_sync
+        self.global_batch = config.batch_size * self.replicas
+        self.network_size = config.image_size or manifest.image_size
+        self.steps_per_epoch = steps_per_epoch(manifest.splits["train"].records,
+                                               self.global_batch, config.steps_per_epoch)
+        self.distribution_targets = self._check_targets()
+
+    @functools.cached_property
+    def model(self) -> keras.Model:
+        """The model that trains (built, and its weights loaded, on first use)."""
+        with self.strategy.scope():
+            return self.build_model(self.config.weights)
+
+    def build_model(self, weights) -> keras.Model:
+        config = self.config
+        return build_emotion_model(
+            self.manifest.num_classes, image_size=self.network_size,
+            input_size=self.manifest.image_size, weights=weights,
+            trainable_from=config.trainable_from, dense_units=config.dense_units,
+            dropout=config.dropout, train_top_batchnorm=config.train_top_batchnorm)
+
+    def _check_targets(self) -> bool:
+        if self.config.ferplus_target == "majority":
+            return False
+        if not self.manifest.label_distribution:
+            raise ConfigError(f"--ferplus_target=distribution needs FER+ records with vote "
+                              f"distributions; {self.config.data_dir} holds "
+                              f"{self.manifest.label_set} labels only (beam_preprocess "
+                              "--labels ferplus writes them).")
+        return True
+
+    def source(self, split: str) -> RecordFiles:
+        return RecordFiles.of(self.manifest, split, self.config.data_dir,
+                              self.distribution_targets and split == "train")
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        c = self.config
+        if not c.augment:
+            return None
+        return Augmentation(True, c.rotation_degrees, c.shift_fraction, c.zoom_fraction,
+                            c.affine_probability, c.crop_scale, c.random_erasing,
+                            c.mixup_alpha, c.cutmix_alpha)
+
+    @property
+    def test_time_augmentation(self) -> TestTimeAugmentation | None:
+        if self.config.tta == "none":
+            return None
+        return TestTimeAugmentation(self.config.tta, self.config.tta_crop_fraction)
+
+    def phases(self) -> list[Phase]:
+        c = self.config
+        return plan_phases([("head", c.head_epochs, c.learning_rate, TRAIN_HEAD_ONLY),
+                            ("fine_tune", c.epochs, c.fine_tune_learning_rate,
+                             c.trainable_from)], self.steps_per_epoch)
+
+    def loss(self) -> WeightedCrossEntropy:
+        weights = class_weights(self.config.class_weight,
+                                self.manifest.splits["train"].class_counts)
+        logging.info("class weights (%s): %s", self.config.class_weight, dict(zip(
+            self.manifest.class_names, np.round(weights, 3).tolist(), strict=True)))
+        return WeightedCrossEntropy(self.config.label_smoothing, weights)
+
+    def plan(self, dirs: OutputDirs) -> TrainingPlan:
+        """Data sources chosen (and decoded or cached) once; the loop's plan."""
+        c = self.config
+        sources = choose_sources([self.source("train"), self.source("validation")],
+                                 this_pipeline(self.strategy), int(c.data_in_memory_gb * 2**30))
+        step_model, augment = self.model, self.augmentation
+        if c.cache_features:
+            step_model, sources = self._cached(sources, dirs)
+            augment = None  # flips are the cached second view
+        prepare = augment.apply if augment else None
+        step = StepSpec(step_model, self.loss(), prepare, c.seed, c.jit_compile)
+        return TrainingPlan(self.model, step, sources["train"], sources["validation"],
+                            self.phases(), self.loop_settings(), self.enter_phase,
+                            self.make_optimizer)
+
+    def _cached(self, sources: dict, dirs: OutputDirs):
+        """The part above the cut, and feature caches of the train and validation faces."""
+        c = self.config
+        frozen_part, trainable_part = split_at_cut(self.model, c.trainable_from)
+        splits = [SplitSource("train", sources["train"], 2 if c.augment else 1),
+                  SplitSource("validation", sources["validation"], 1)]
+        caches = cache_features(
+            self.strategy, frozen_part, splits, per_replica_batch=c.batch_size,
+            store_dtype=c.cache_dtype, cache_dir=dirs.cache,
+            memory_budget_bytes=int(c.cache_memory_gb * 2**30),
+            data_digest=data_digest(self.manifest), jit_compile=c.jit_compile)
+        return trainable_part, caches
+
+    def loop_settings(self) -> LoopSettings:
+        c = self.config
+        plateau = ((c.plateau_factor, c.plateau_patience, c.min_learning_rate)
+                   if c.lr_schedule == "plateau" else None)
+        return LoopSettings(c.batch_size, c.steps_per_execution, c.backup_every_steps,
+                            c.backup_every_minutes, c.shuffle_buffer, c.seed, plateau)
+
+    def enter_phase(self, phase: Phase) -> None:
+        set_trainable(self.model, phase.trainable_from, self.config.train_top_batchnorm,
+                      synchronized_batchnorm=self.replicas > 1)
+
+    def make_optimizer(self, phase: Phase) -> keras.optimizers.Optimizer:
+        c = self.config
+        settings = OptimizerSettings(
+            c.optimizer, c.momentum, c.nesterov, c.weight_decay, c.lr_schedule,
+            epochs_to_steps(c.warmup_epochs, self.steps_per_epoch),
+            tuple(epochs_to_steps(b, self.steps_per_epoch) for b in c.lr_boundaries),
+            c.lr_step_factor, c.ema_decay)
+        multipliers = [(v, c.backbone_lr_multiplier) for v in backbone_variables(self.model)]
+        loss_scaling = keras.mixed_precision.global_policy().name == "mixed_float16"
+        return make_optimizer(settings, phase.learning_rate, phase.steps, multipliers,
+                              loss_scaling)
