@@ -1,6 +1,6 @@
-"""Apache Beam job: fer2013.csv -> validated, sharded 224x224 TFRecords with a manifest."""
+"""Apache Beam job: fer2013.csv -> validated, sharded 224x224 TFRecords with a manifest.
 
-from beam_preprocess.gcs_emulator import skip_credential_lookup_when_emulated
-
-# Runs in every process that unpickles this package's transforms (DirectRunner workers too).
-skip_credential_lookup_when_emulated()
+Importing the package does nothing else: the GCS-emulator credential shim
+(gcs_emulator.skip_credential_lookup_when_emulated) runs where it is needed, in the driver's
+run() and in the setup() of the DoFns that touch files.
+"""

@@ -7,10 +7,16 @@ from absl import flags
 
 from beam_preprocess import pipeline
 from beam_preprocess.errors import user_facing_message
+from beam_preprocess.quiet_tensorflow import import_tensorflow
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Beam's INFO lines (type hints, write bundles, the runner it tries first) bury the job's.
+    for library in ("apache_beam", "absl"):
+        logging.getLogger(library).setLevel(logging.WARNING)
+    # The in-process runner imports TensorFlow in this process: do it once, quietly.
+    import_tensorflow()
     try:
         pipeline.run(sys.argv)
     except (flags.Error, Exception) as error:  # noqa: BLE001 - every failure ends in one message

@@ -20,6 +20,7 @@ NUM_PIXELS = SOURCE_IMAGE_SIZE * SOURCE_IMAGE_SIZE
 NUM_FER2013_CLASSES = 7
 RAW_PREVIEW_CHARS = 80
 BOM = "\ufeff"
+SPLIT_TO_USAGE = {split: usage for usage, split in USAGE_TO_SPLIT.items()}
 
 
 class HeaderError(ValueError):
@@ -38,12 +39,27 @@ class ColumnLayout:
 
 @dataclasses.dataclass(frozen=True)
 class FaceRow:
-    """A valid row: its 0-based data-row index, split, fer2013 label and 48x48 uint8 pixels."""
+    """A valid row: its 0-based data-row index, split, label and 48x48 uint8 pixels.
+
+    `label` is fer2013's emotion, or FER+'s majority vote once joined (ferplus.join_face);
+    `label_distribution` is set only for FER+ labels: each class's share of the votes.
+    """
 
     row_index: int
     split: str
     label: int
     pixels: bytes  # NUM_PIXELS bytes, row-major; bytes keep Beam's encoding cheap.
+    label_distribution: tuple[float, ...] | None = None
+
+    @property
+    def line_number(self) -> int:
+        """1-based line of the source CSV (the header is line 1)."""
+        return self.row_index + 2
+
+    @property
+    def usage(self) -> str:
+        """The CSV's Usage value this row came with (Training, PublicTest, PrivateTest)."""
+        return SPLIT_TO_USAGE[self.split]
 
     def image(self) -> np.ndarray:
         return np.frombuffer(self.pixels, dtype=np.uint8).reshape(

@@ -1,4 +1,11 @@
-"""PNG encoding of the record's faces (resizing is record_format.resize_faces)."""
+"""PNG encoding of the record's faces (resizing is record_format.resize_faces).
+
+OpenCV rather than tf.io.encode_png, measured on 224 px faces on this project's 2-core CPU
+(2026-12, machine shared): OpenCV level 1 with the Up filter 0.69 ms and 18.5 kB per face;
+tf.io.encode_png at compression 1 1.12 ms and 19.6 kB eagerly, 1.8 ms mapped over a batch in a
+tf.function (libpng's default filters, no filter choice). Both are lossless; OpenCV is 1.6x
+faster and 6% smaller, worth its 62 MB wheel on workers that install TensorFlow's 572 MB anyway.
+"""
 
 import cv2
 import numpy as np

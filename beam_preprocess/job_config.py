@@ -6,7 +6,37 @@ import dataclasses
 import posixpath
 import uuid
 
-from beam_preprocess.record_format import CLASS_NAMES_BY_LABEL_SET, SPLITS
+from beam_preprocess.record_format import BAD_ROWS_FILENAME, CLASS_NAMES_BY_LABEL_SET, SPLITS
+
+
+@dataclasses.dataclass(frozen=True)
+class StagingFiles:
+    """What the pipeline leaves in `<output_dir>/.staging/<run_id>/` for the driver's commit."""
+
+    directory: str
+
+    def path(self, name: str) -> str:
+        return posixpath.join(self.directory, name)
+
+    @property
+    def row_counts(self) -> str:
+        """One JSON RowCounts (WriteToText's prefix; the suffix is .json, no shard template)."""
+        return self.path("row_counts")
+
+    @property
+    def shard_results(self) -> str:
+        """Prefix of the JSON-lines files of ShardResults (suffix .jsonl)."""
+        return self.path("shard_results")
+
+    @property
+    def dead_letter_parts(self) -> str:
+        """Prefix of the JSON-lines files of bad rows, unordered, as the workers wrote them."""
+        return self.path("dead_letters")
+
+    @property
+    def dead_letters(self) -> str:
+        """The merged, ordered dead letters; on a failed run this is what is kept."""
+        return self.path(BAD_ROWS_FILENAME)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +49,7 @@ class JobConfig:
     label_set: str  # "fer2013" or "ferplus"
     ferplus_path: str | None
     max_bad_fraction: float
+    shard_seed: int = 0
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property
@@ -26,10 +57,19 @@ class JobConfig:
         return CLASS_NAMES_BY_LABEL_SET[self.label_set]
 
     @property
+    def label_distribution(self) -> bool:
+        """Whether records carry each class's share of the votes (FER+ has votes; fer2013 not)."""
+        return self.label_set == "ferplus"
+
+    @property
     def num_shards(self) -> dict[str, int]:
         return {s: self.num_train_shards if s == "train" else self.num_eval_shards for s in SPLITS}
 
     @property
     def staging_dir(self) -> str:
-        """Where this run's files wait until the commit step moves them into output_dir."""
+        """Where this run's files wait until the driver's commit moves them into output_dir."""
         return posixpath.join(self.output_dir, ".staging", self.run_id)
+
+    @property
+    def staging(self) -> StagingFiles:
+        return StagingFiles(self.staging_dir)

@@ -1,10 +1,11 @@
-"""Reads a text file (local or gs://) as (line_number, line) pairs, in parallel byte ranges.
+"""Reading a text file (local or gs://) as (line_number, line) pairs, in parallel byte ranges.
 
 Beam's text sources split files for parallel reading but do not say which line of the file a
 record came from; we need that for dead letters ("line 1234: ...") and as the row identity that
 joins fer2013 with FER+ and assigns rows to shards. Two cheap passes over byte ranges give it
 without reading the file on one worker: the first counts newlines per range, the second numbers
-the lines that start in each range from the counts of the ranges before it.
+the lines that start in each range from the counts of the ranges before it. The Beam transform
+is transforms.ReadNumberedLines; these are the plain functions it runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
-import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -81,30 +81,6 @@ def read_numbered_lines(
             yield line_number, line.decode("utf-8", errors="replace")
             line_number += 1
             position += len(line)
-
-
-class ReadNumberedLines(beam.PTransform):
-    """PBegin -> PCollection[(line_number, line)] for every line of `path`, header included."""
-
-    def __init__(self, path: str, range_bytes: int = DEFAULT_RANGE_BYTES):
-        super().__init__()
-        self._path = path
-        self._ranges = plan_byte_ranges(path, range_bytes)
-
-    def expand(self, pbegin):
-        path = self._path
-        ranges = (
-            pbegin
-            | "ByteRanges" >> beam.Create(self._ranges)
-            | "SpreadRanges" >> beam.Reshuffle()
-        )
-        newline_counts = ranges | "CountNewlines" >> beam.Map(
-            lambda r: (r.index, count_newlines(path, r)))
-        return ranges | "NumberLines" >> beam.FlatMap(
-            lambda r, counts: read_numbered_lines(
-                path, r, sum(n for i, n in counts.items() if i < r.index)),
-            counts=beam.pvalue.AsDict(newline_counts),
-        )
 
 
 def read_first_line(path: str) -> str:

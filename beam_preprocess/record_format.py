@@ -175,6 +175,8 @@ class Manifest:
     resize: str = RESIZE_METHOD
     label_distribution: bool = False
     dropped_rows: int = 0
+    # Seed of the hash that assigns rows to shards and orders them (beam_preprocess --shard_seed).
+    shard_seed: int = 0
     statistics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property

@@ -1,8 +1,13 @@
 """Faces in ordinary photos: find them and cut each out as fer2013 shows faces (48x48 grey).
 
-Detection uses OpenCV's frontal-face Haar cascade, the XML file that ships inside the
-opencv-python-headless wheel (`cv2.data.haarcascades`), so nothing is downloaded at run time.
-OpenCV 5 dropped the cascade classifier and its data files; this module needs OpenCV 4.x.
+Two detectors, chosen by name (`get_detector`):
+  - "mtcnn" (default): the MTCNN networks of PyPI `mtcnn`, whose weights ship inside its wheel
+    (trainer.photos.mtcnn_detector). It also gives five landmarks, and each face is then
+    aligned (eyes level, fer2013 framing) before the crop (trainer.photos.alignment).
+  - "haar": OpenCV's frontal-face Haar cascade, the XML file inside the opencv-python-headless
+    wheel (`cv2.data.haarcascades`): fast, upright frontal faces only, cropped from its box.
+Nothing is downloaded at run time. OpenCV 5 dropped the cascade classifier and its data files;
+this module needs OpenCV 4.x.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -24,10 +30,13 @@ DEFAULT_MARGIN = 0.1
 DEFAULT_MIN_FACE_SIZE = 32
 _CASCADE_WINDOW = 24  # the frontal-face cascade's own size: it finds nothing smaller
 DETECTION_MAX_SIDE = 1024
+MTCNN, HAAR = "mtcnn", "haar"
+DETECTOR_CHOICES = (MTCNN, HAAR)
+DEFAULT_DETECTOR = MTCNN
 
 
 class FaceDetectorUnavailableError(RuntimeError):
-    """The installed OpenCV has no Haar cascade classifier or no cascade data file."""
+    """A detector cannot run here: no Haar cascade in this OpenCV, or no `mtcnn` package."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +50,67 @@ class Box:
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
+
+
+# The five MTCNN landmarks, in this order; "left" is the photo's left (the person's right eye).
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectedFace:
+    """A face as a detector reports it: its box, and its five landmarks [5, 2] (x, y in photo
+    pixels, in LANDMARK_NAMES order) when the detector gives them."""
+
+    box: Box
+    landmarks: np.ndarray | None = None
+    confidence: float | None = None
+
+    def landmarks_dict(self) -> dict[str, list[int]] | None:
+        if self.landmarks is None:
+            return None
+        return {name: [round(float(v)) for v in point]
+                for name, point in zip(LANDMARK_NAMES, self.landmarks, strict=True)}
+
+
+class FaceDetector(Protocol):
+    """Finds faces in a uint8 BGR [H, W, 3] or grey [H, W] photo, left to right."""
+
+    name: str
+
+    def detect(self, photo: np.ndarray, min_face_size: int) -> list[DetectedFace]: ...
+
+
+class HaarDetector:
+    """OpenCV's frontal-face cascade (`detect_faces`): boxes only, no landmarks."""
+
+    name = HAAR
+
+    def __init__(self):
+        frontal_face_detector()  # fails now, with a clear message, if OpenCV lacks it
+
+    def detect(self, photo: np.ndarray, min_face_size: int) -> list[DetectedFace]:
+        return [DetectedFace(box) for box in detect_faces(to_gray(photo), min_face_size)]
+
+
+@functools.cache
+def get_detector(name: str = DEFAULT_DETECTOR) -> FaceDetector:
+    """The detector called `name` (one of DETECTOR_CHOICES), built once per process.
+
+    Raises FaceDetectorUnavailableError when it cannot run here and ValueError for an unknown
+    name. Detectors are not thread-safe: callers that share one across threads serialise calls.
+    """
+    if name == HAAR:
+        return HaarDetector()
+    if name == MTCNN:
+        from trainer.photos.mtcnn_detector import MtcnnDetector
+
+        return MtcnnDetector()
+    raise ValueError(f"Unknown face detector {name!r}; choose one of {', '.join(DETECTOR_CHOICES)}")
+
+
+def search_scale(shape: tuple[int, ...]) -> float:
+    """The factor (<= 1) that brings a photo's longer side down to DETECTION_MAX_SIDE."""
+    return min(1.0, DETECTION_MAX_SIDE / max(shape[:2]))
 
 
 @functools.cache
@@ -77,7 +147,7 @@ def detect_faces(gray: np.ndarray, min_face_size: int = DEFAULT_MIN_FACE_SIZE) -
     """
     if min_face_size < 1:
         raise ValueError(f"min_face_size must be >= 1, got {min_face_size}")
-    scale = min(1.0, DETECTION_MAX_SIDE / max(gray.shape))
+    scale = search_scale(gray.shape)
     if scale < 1.0:
         gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     min_side = max(_CASCADE_WINDOW, round(min_face_size * scale))
@@ -112,11 +182,32 @@ def crop_face(gray: np.ndarray, box: Box, margin: float = DEFAULT_MARGIN,
 
 
 def find_faces(photo: np.ndarray, margin: float = DEFAULT_MARGIN,
-               min_face_size: int = DEFAULT_MIN_FACE_SIZE) -> tuple[list[Box], np.ndarray]:
-    """(boxes, faces uint8 [N, 48, 48]) for every frontal face in a grey or BGR photo."""
+               min_face_size: int = DEFAULT_MIN_FACE_SIZE,
+               detector: str | FaceDetector = DEFAULT_DETECTOR
+               ) -> tuple[list[Box], np.ndarray]:
+    """(boxes, faces uint8 [N, 48, 48]) for every face in a grey or BGR photo."""
+    detected = detect(photo, min_face_size, detector)
+    return [face.box for face in detected], crop_faces(photo, detected, margin)
+
+
+def detect(photo: np.ndarray, min_face_size: int = DEFAULT_MIN_FACE_SIZE,
+           detector: str | FaceDetector = DEFAULT_DETECTOR) -> list[DetectedFace]:
+    """The faces `detector` (a name or a detector) finds in a grey or BGR photo."""
+    if min_face_size < 1:
+        raise ValueError(f"min_face_size must be >= 1, got {min_face_size}")
+    finder = get_detector(detector) if isinstance(detector, str) else detector
+    return finder.detect(photo, min_face_size)
+
+
+def crop_faces(photo: np.ndarray, detected: list[DetectedFace],
+               margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """uint8 [N, 48, 48]: each face aligned by its landmarks when it has them (eyes level,
+    fer2013 framing), else cut from its box grown by `margin`."""
+    from trainer.photos.alignment import align_face
+
     gray = to_gray(photo)
-    boxes = detect_faces(gray, min_face_size)
-    faces = np.zeros((len(boxes), SOURCE_IMAGE_SIZE, SOURCE_IMAGE_SIZE), np.uint8)
-    for i, box in enumerate(boxes):
-        faces[i] = crop_face(gray, box, margin)
-    return boxes, faces
+    faces = np.zeros((len(detected), SOURCE_IMAGE_SIZE, SOURCE_IMAGE_SIZE), np.uint8)
+    for i, face in enumerate(detected):
+        aligned = None if face.landmarks is None else align_face(gray, face.landmarks, margin)
+        faces[i] = crop_face(gray, face.box, margin) if aligned is None else aligned
+    return faces

@@ -1,20 +1,15 @@
-"""Find the faces in photos and read their emotions with an exported model.
+"""Find the faces in photos and videos and read their emotions with an exported model.
 
-    python -m trainer.photos.predict --model JOB_DIR/export/saved_model PHOTO_OR_DIR... [--output DIR]
-
---model is the SavedModel directory or model.keras, local or gs://. A directory argument stands
-for its photo files (.jpg .jpeg .png .bmp .webp .tif .tiff, not recursive).
-
-Standard output gets one JSON line per face:
+The library behind `python -m trainer.predict` (trainer/predict.py) and the web demo.
+One JSON line per face of a photo:
   {"file": ..., "faces": N, "face": i, "box": {"x", "y", "width", "height"},
-   "emotion": top class, "probability": its probability, "probabilities": {class: p, ...}}
+   "emotion": top class, "probability": its probability, "probabilities": {class: p, ...},
+   "landmarks": {"left_eye": [x, y], ...} (MTCNN only)}
 a photo without a face gets one line {"file": ..., "faces": 0}, and a file that cannot be read
 or decoded gets {"file": ..., "error": "..."} and is skipped. Faces are numbered left to right.
-With --output, each photo read is also written there as <name>.png with the faces boxed and
-labelled, and its lines carry "annotated": that path.
-
-Exit status: 0 when every file was read (with or without faces), 1 when some could not be read,
-2 when the command itself is wrong (no photos, bad flags, a model that cannot be loaded).
+With an output directory each photo read is also written there as <name>.png with the faces
+boxed and labelled, and its lines carry "annotated": that path. Videos get one line per frame
+read (trainer.photos.video).
 """
 
 from __future__ import annotations
@@ -29,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.photos import detection as face_finder
+from trainer.photos import video
 from trainer.photos.annotate import draw_faces, label_text
 from trainer.photos.files import UnreadablePhotoError, expand_photo_paths, read_photo, write_png
 
@@ -43,126 +39,164 @@ class Summary:
     photos: int = 0
     faces: int = 0
     unreadable: int = 0
+    videos: int = 0
+    frames: int = 0
 
     @property
     def exit_code(self) -> int:
         return EXIT_UNREADABLE if self.unreadable else EXIT_OK
 
+    def line(self) -> str:
+        """The stderr summary: `2 photos read, 1 faces, 1 unreadable[, 1 videos (N frames)]`."""
+        text = f"{self.photos} photos read, {self.faces} faces, {self.unreadable} unreadable"
+        return text + (f", {self.videos} videos ({self.frames} frames)" if self.videos else "")
 
-def face_lines(path: str, boxes: list[face_finder.Box], probabilities: np.ndarray,
+
+@dataclasses.dataclass
+class PredictOptions:
+    output_dir: str | None = None
+    frames: video.FrameOptions = dataclasses.field(default_factory=video.FrameOptions)
+
+
+def face_entry(index: int, face: face_finder.DetectedFace | face_finder.Box, row: np.ndarray,
+               class_names: list[str]) -> dict:
+    """One face's fields: face, box, emotion, probability, probabilities[, landmarks]."""
+    detected = face if isinstance(face, face_finder.DetectedFace) else \
+        face_finder.DetectedFace(face)
+    top = int(np.argmax(row))
+    entry = {"face": index, "box": detected.box.as_dict(), "emotion": class_names[top],
+             "probability": round(float(row[top]), _DECIMALS),
+             "probabilities": {name: round(float(p), _DECIMALS)
+                               for name, p in zip(class_names, row, strict=True)}}
+    if detected.landmarks is not None:
+        entry["landmarks"] = detected.landmarks_dict()
+    return entry
+
+
+def face_lines(path: str, faces: list, probabilities: np.ndarray,
                class_names: list[str]) -> list[dict]:
-    """The JSON-ready line of each face of one photo (one `faces: 0` line if there is none)."""
-    if not boxes:
+    """The JSON-ready line of each face (DetectedFace or Box) of one photo (one `faces: 0` line
+    if there is none)."""
+    if not faces:
         return [{"file": path, "faces": 0}]
-    lines = []
-    for index, (box, row) in enumerate(zip(boxes, probabilities, strict=True)):
-        top = int(np.argmax(row))
-        lines.append({
-            "file": path, "faces": len(boxes), "face": index, "box": box.as_dict(),
-            "emotion": class_names[top], "probability": round(float(row[top]), _DECIMALS),
-            "probabilities": {name: round(float(p), _DECIMALS)
-                              for name, p in zip(class_names, row, strict=True)},
-        })
-    return lines
+    return [{"file": path, "faces": len(faces), **face_entry(i, face, row, class_names)}
+            for i, (face, row) in enumerate(zip(faces, probabilities, strict=True))]
 
 
-def annotated_path(path: str, output_dir: str, taken: set[str]) -> str:
-    """`<output_dir>/<photo name>.png`, numbered when two photos share a name in one run."""
+def classify_photo(classifier, photo: np.ndarray, options: video.FrameOptions
+                   ) -> tuple[list[face_finder.DetectedFace], np.ndarray]:
+    """(faces found, their probabilities [N, C]) for one BGR or grey photo."""
+    faces = face_finder.detect(photo, options.min_face_size, options.detector)
+    crops = face_finder.crop_faces(photo, faces, options.margin)
+    return faces, classifier.probabilities(crops)
+
+
+def annotate(photo: np.ndarray, faces: list[face_finder.DetectedFace],
+             lines: list[dict]) -> np.ndarray:
+    """The photo with each face boxed and labelled with its emotion."""
+    labels = [label_text(line["emotion"], line["probability"]) for line in lines
+              if "emotion" in line]
+    return draw_faces(photo, [face.box for face in faces], labels)
+
+
+def annotated_path(path: str, output_dir: str, taken: set[str], suffix: str = ".png") -> str:
+    """`<output_dir>/<photo name><suffix>`, numbered when two inputs share a name in one run."""
+    return posixpath.join(output_dir, output_stem(path, taken, suffix) + suffix)
+
+
+def output_stem(path: str, taken: set[str], suffix: str) -> str:
+    """The input's name without extension, numbered (-2, -3...) if `stem + suffix` is taken."""
     stem = posixpath.splitext(posixpath.basename(path.rstrip("/")))[0] or "photo"
-    candidate, number = f"{stem}.png", 1
-    while candidate in taken:
+    candidate, number = stem, 1
+    while candidate + suffix in taken:
         number += 1
-        candidate = f"{stem}-{number}.png"
-    taken.add(candidate)
-    return posixpath.join(output_dir, candidate)
+        candidate = f"{stem}-{number}"
+    taken.add(candidate + suffix)
+    return candidate
 
 
 def predict_photos(classifier, paths: list[str], output_dir: str | None = None,
                    margin: float = face_finder.DEFAULT_MARGIN,
                    min_face_size: int = face_finder.DEFAULT_MIN_FACE_SIZE,
-                   out: TextIO = sys.stdout) -> Summary:
-    """Writes the JSON lines of every photo in `paths` (directories expanded) to `out`.
+                   out: TextIO = sys.stdout,
+                   detector: str = face_finder.DEFAULT_DETECTOR) -> Summary:
+    """Writes the JSON lines of every photo in `paths` (directories expanded) to `out`."""
+    frame_options = video.FrameOptions(margin=margin, min_face_size=min_face_size,
+                                       detector=detector)
+    return predict_paths(classifier, paths, PredictOptions(output_dir, frame_options), out)
 
-    `classifier` is a trainer.serving.loader.FaceClassifier. Unreadable files are reported in
-    the output and counted, never raised.
+
+def predict_paths(classifier, paths: list[str], options: PredictOptions,
+                  out: TextIO = sys.stdout) -> Summary:
+    """Writes the JSON lines of every photo and video in `paths` to `out`.
+
+    `classifier` is a trainer.serving.loader.ExportedModel. A path is a video by its extension
+    (video.VIDEO_EXTENSIONS), or when it is no image but OpenCV reads frames from it.
+    Unreadable files are reported in the output and counted, never raised.
     """
     summary = Summary()
     taken_names: set[str] = set()
-    if output_dir is not None:
-        tf.io.gfile.makedirs(output_dir)
-    for path in expand_photo_paths(paths):
+    if options.output_dir is not None:
+        tf.io.gfile.makedirs(options.output_dir)
+    for path in expand_photo_paths(paths, extra_extensions=video.VIDEO_EXTENSIONS):
+        if video.is_video_path(path):
+            _predict_video_file(classifier, path, options, taken_names, out, summary)
+            continue
         try:
             photo = read_photo(path)
         except UnreadablePhotoError as e:
-            summary.unreadable += 1
-            _print_line({"file": path, "error": str(e)}, out)
+            if _opens_as_video(path):
+                _predict_video_file(classifier, path, options, taken_names, out, summary)
+            else:
+                summary.unreadable += 1
+                _print_line({"file": path, "error": str(e)}, out)
             continue
-        boxes, crops = face_finder.find_faces(photo, margin, min_face_size)
-        probabilities = classifier.probabilities(crops)
-        lines = face_lines(path, boxes, probabilities, classifier.class_names)
-        if output_dir is not None:
-            target = annotated_path(path, output_dir, taken_names)
-            labels = [label_text(line["emotion"], line["probability"]) for line in lines
-                      if "emotion" in line]
-            write_png(draw_faces(photo, boxes, labels), target)
-            for line in lines:
-                line["annotated"] = target
-        for line in lines:
-            _print_line(line, out)
+        summary.faces += _predict_photo(classifier, path, photo, options, taken_names, out)
         summary.photos += 1
-        summary.faces += len(boxes)
     return summary
+
+
+def _predict_photo(classifier, path, photo, options, taken_names, out) -> int:
+    """Prints (and draws) one photo's lines; returns its number of faces."""
+    faces, probabilities = classify_photo(classifier, photo, options.frames)
+    lines = face_lines(path, faces, probabilities, classifier.class_names)
+    if options.output_dir is not None:
+        target = annotated_path(path, options.output_dir, taken_names)
+        write_png(annotate(photo, faces, lines), target)
+        for line in lines:
+            line["annotated"] = target
+    for line in lines:
+        _print_line(line, out)
+    return len(faces)
+
+
+def _predict_video_file(classifier, path, options, taken_names, out, summary) -> None:
+    try:
+        with video.local_video(path) as local:
+            capture = video.open_capture(local)
+            try:
+                result = video.predict_video(classifier, capture, path, options.frames,
+                                             output_stem(path, taken_names, ".mp4"),
+                                             options.output_dir, out)
+            finally:
+                capture.release()
+    except (video.VideoUnavailableError, tf.errors.OpError) as e:
+        summary.unreadable += 1
+        _print_line({"file": path, "error": f"{path}: {e}"}, out)
+        return
+    summary.videos += 1
+    summary.frames += result.frames
+    summary.faces += result.faces
+
+
+def _opens_as_video(path: str) -> bool:
+    try:
+        with video.local_video(path) as local:
+            return video.can_open_as_video(local)
+    except (tf.errors.OpError, OSError):
+        return False
 
 
 def _print_line(line: dict, out: TextIO) -> None:
     out.write(json.dumps(line) + "\n")
     out.flush()
-
-
-def _define_flags():
-    from absl import flags
-
-    flags.DEFINE_string("model", None, "Exported model: JOB_DIR/export/saved_model (directory) "
-                        "or JOB_DIR/export/model.keras; local or gs://.")
-    flags.DEFINE_string("output", None, "Directory (local or gs://) for the photos with boxes "
-                        "and labels drawn, as PNG. Default: write none.")
-    flags.DEFINE_float("margin", face_finder.DEFAULT_MARGIN, "Each side of a detected face box "
-                       "grows by this fraction of its width before the crop, to frame faces as "
-                       "fer2013 does.", lower_bound=0.0)
-    flags.DEFINE_integer("min_face_size", face_finder.DEFAULT_MIN_FACE_SIZE,
-                         "Smallest face to look for, in photo pixels.", lower_bound=1)
-    flags.mark_flag_as_required("model")
-    return flags.FLAGS
-
-
-def _main(argv: list[str]) -> int:
-    from absl import app, flags
-
-    from trainer.serving.loader import ModelLoadError, load_classifier
-
-    flag_values = flags.FLAGS
-    if len(argv) < 2:
-        raise app.UsageError("Give at least one photo or directory of photos.",
-                             exitcode=EXIT_USAGE)
-    try:
-        # Before loading the model: a bad --output or OpenCV fails in a second, not a minute.
-        face_finder.frontal_face_detector()
-        if flag_values.output:
-            tf.io.gfile.makedirs(flag_values.output)
-        classifier = load_classifier(flag_values.model)
-        summary = predict_photos(classifier, argv[1:], flag_values.output, flag_values.margin,
-                                 flag_values.min_face_size)
-    except (ModelLoadError, face_finder.FaceDetectorUnavailableError, tf.errors.OpError,
-            OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"{summary.photos} photos read, {summary.faces} faces, {summary.unreadable} "
-          "unreadable", file=sys.stderr)
-    return summary.exit_code
-
-
-if __name__ == "__main__":
-    from absl import app
-
-    _define_flags()
-    app.run(_main)

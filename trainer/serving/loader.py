@@ -1,23 +1,30 @@
 """The one loader of exported models, for evaluation, prediction and serving alike.
 
-Reads either export of trainer.serving.export, local or gs://:
+Reads every export of trainer.serving, chosen by the path, local or gs:// (then fetched to a
+local copy with trainer.serving.remote):
   - the SavedModel directory: `serving_default` takes raw 48x48 faces, `classify_records`
     takes faces as the records store them, `metadata()` names the classes and sizes;
   - model.keras (copied to a local file first: Keras reads .keras archives as local zip files)
-    with labels.json beside it; raw faces become records with the function the SavedModel uses.
+    with labels.json beside it; raw faces become records with the function the SavedModel uses;
+  - *.tflite (trainer.serving.mobile; run by LiteRT, `ai_edge_litert`): signatures
+    `serving_default` (raw faces -> probabilities) and `metadata`;
+  - *.onnx (trainer.serving.mobile; run by onnxruntime): input "faces", output "probabilities",
+    class names in its metadata_props.
+The TFLite and ONNX models answer `probabilities` only: evaluation on records needs the
+SavedModel or model.keras.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import posixpath
-import tempfile
+import threading
 
 import numpy as np
 import tensorflow as tf
 
 from trainer.serving.export import LABELS_FILENAME, raw_faces_to_records
+from trainer.serving.remote import local_copy
 
 
 class ModelLoadError(ValueError):
@@ -28,13 +35,17 @@ class ExportedModel:
     """An exported emotion model as functions of faces.
 
     `probabilities(faces)`: uint8 raw faces [N, 48, 48] -> float32 [N, C] (NumPy);
-    `logits_of_records(images)`: uint8 [N, S, S, 1] at `image_size`, the records' side -> logits.
+    `logits_of_records(images)`: uint8 [N, S, S, 1] at `image_size`, the records' side -> logits
+    (SavedModel and .keras only). `trackable` is the object that owns the model's variables
+    (what a converter has to save), None for TFLite and ONNX.
     """
 
-    def __init__(self, path: str, class_names: list[str], image_size: int, raw_fn, records_fn):
+    def __init__(self, path: str, class_names: list[str], image_size: int, raw_fn, records_fn,
+                 trackable=None):
         self.path = path
         self.class_names = class_names
         self.image_size = image_size
+        self.trackable = trackable
         self._raw_fn = raw_fn
         self._records_fn = records_fn
 
@@ -48,13 +59,26 @@ class ExportedModel:
 
 
 def load_exported(path: str) -> ExportedModel:
-    """The exported model at `path`: a SavedModel directory or a .keras file, local or gs://."""
-    if path.rstrip("/").endswith(".keras"):
-        return _load_keras(path.rstrip("/"))
-    if tf.io.gfile.exists(posixpath.join(path, "saved_model.pb")):
-        return _load_saved_model(path)
-    raise ModelLoadError(f"{path}: neither a .keras file nor a SavedModel directory "
-                         "(expected JOB_DIR/export/saved_model or JOB_DIR/export/model.keras)")
+    """The exported model at `path`: a SavedModel directory, or a .keras, .tflite or .onnx
+    file, local or gs:// (fetched to a local copy first: trainer.serving.remote)."""
+    with local_copy(path) as local:
+        if local is None:
+            raise ModelLoadError(f"{path}: no such file or directory")
+        model = _load_local(local, path)
+    model.path = path
+    return model
+
+
+def _load_local(local: str, path: str) -> ExportedModel:
+    loaders = {".keras": _load_keras, ".tflite": _load_tflite, ".onnx": _load_onnx}
+    extension = os.path.splitext(local.rstrip("/"))[1].lower()
+    if extension in loaders:
+        return loaders[extension](local)
+    if os.path.isfile(os.path.join(local, "saved_model.pb")):
+        return _load_saved_model(local)
+    raise ModelLoadError(f"{path}: neither a .keras, .tflite or .onnx file nor a SavedModel "
+                         "directory (expected JOB_DIR/export/saved_model, "
+                         "JOB_DIR/export/model.keras or a trainer.export_mobile output)")
 
 
 def _load_saved_model(path: str) -> ExportedModel:
@@ -76,7 +100,7 @@ def _load_saved_model(path: str) -> ExportedModel:
         return loaded.classify_records(images)["logits"]
 
     return ExportedModel(path, class_names, int(metadata["image_size"].numpy()), raw_fn,
-                         records_fn)
+                         records_fn, trackable=loaded)
 
 
 def _load_keras(path: str) -> ExportedModel:
@@ -84,18 +108,8 @@ def _load_keras(path: str) -> ExportedModel:
 
     import trainer.vggface.layers  # noqa: F401  (registers the model's layers for loading)
 
-    labels_path = posixpath.join(posixpath.dirname(path), LABELS_FILENAME)
-    if not tf.io.gfile.exists(path):
-        raise ModelLoadError(f"{path}: no such file")
-    if not tf.io.gfile.exists(labels_path):
-        raise ModelLoadError(f"{labels_path} not found: trainer.serving.export writes the class "
-                             "names of model.keras there, and they are needed to name emotions.")
-    with tf.io.gfile.GFile(labels_path) as f:
-        labels = json.load(f)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "model.keras")
-        tf.io.gfile.copy(path, local)
-        model = keras.saving.load_model(local, compile=False)
+    labels = _read_labels(path)
+    model = keras.saving.load_model(path, compile=False)
     image_size = int(model.input_shape[1])
 
     def records_fn(images):
@@ -104,4 +118,71 @@ def _load_keras(path: str) -> ExportedModel:
     def raw_fn(faces):
         return tf.nn.softmax(records_fn(raw_faces_to_records(faces, image_size))).numpy()
 
-    return ExportedModel(path, list(labels["class_names"]), image_size, raw_fn, records_fn)
+    return ExportedModel(path, list(labels["class_names"]), image_size, raw_fn, records_fn,
+                         trackable=model)
+
+
+def _load_tflite(path: str) -> ExportedModel:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as e:
+        raise ModelLoadError(f"{path}: running TFLite models needs the ai-edge-litert package "
+                             f"({e}); see constraints.txt") from e
+    labels = _read_labels(path)
+    with open(path, "rb") as f:
+        content = f.read()
+    try:
+        interpreter = Interpreter(model_content=content, num_threads=os.cpu_count())
+        serve = interpreter.get_signature_runner("serving_default")
+    except (ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"{path}: not a TFLite model of trainer.serving.mobile "
+                             f"(a serving_default signature taking faces): {e}") from e
+    lock = threading.Lock()  # a LiteRT interpreter runs one call at a time
+
+    def raw_fn(faces):
+        with lock:
+            return serve(faces=np.asarray(faces, np.uint8))["probabilities"].copy()
+
+    return ExportedModel(path, list(labels["class_names"]), int(labels["image_size"]), raw_fn,
+                         _no_records(path))
+
+
+def _load_onnx(path: str) -> ExportedModel:
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ModelLoadError(f"{path}: running ONNX models needs the onnxruntime package ({e}); "
+                             "see constraints.txt") from e
+    try:
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types, not exported
+        raise ModelLoadError(f"{path}: onnxruntime cannot load it: {e}") from e
+    properties = session.get_modelmeta().custom_metadata_map
+    if "class_names" not in properties:
+        raise ModelLoadError(f"{path}: no class_names in its metadata; it was not exported by "
+                             "trainer.serving.mobile")
+
+    def raw_fn(faces):  # InferenceSession.run is thread-safe
+        return session.run(["probabilities"], {"faces": np.asarray(faces, np.uint8)})[0]
+
+    return ExportedModel(path, json.loads(properties["class_names"]),
+                         int(properties["image_size"]), raw_fn, _no_records(path))
+
+
+def _read_labels(path: str) -> dict:
+    """labels.json beside a model.keras or .tflite file: class names and the records' side."""
+    labels_path = os.path.join(os.path.dirname(path), LABELS_FILENAME)
+    if not os.path.isfile(labels_path):
+        raise ModelLoadError(f"{LABELS_FILENAME} not found beside {path}: the exports write the "
+                             f"class names of {os.path.basename(path)} there, and they are "
+                             "needed to name emotions.")
+    with open(labels_path) as f:
+        return json.load(f)
+
+
+def _no_records(path: str):
+    def records_fn(images):
+        raise ModelLoadError(f"{path}: TFLite and ONNX exports take raw 48x48 faces only; "
+                             "evaluate on records with the SavedModel or model.keras")
+
+    return records_fn

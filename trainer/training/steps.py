@@ -141,13 +141,17 @@ class Evaluator:
     def _step(self, model: keras.Model, tta: TestTimeAugmentation):
         key = (id(model), tta)
         if key not in self._steps:
-            def logits_fn(images):
-                return model(images, training=False)
+            def probabilities_of(images):
+                return tta.probabilities(lambda x: model(x, training=False), images)
 
-            @tf.function(jit_compile=self._jit or None)
+            if self._jit:
+                # Only the model runs compiled: the metric updates touch mirrored variables,
+                # which an XLA cluster on one device cannot reach on the others.
+                probabilities_of = tf.function(probabilities_of, jit_compile=True)
+
             def replica_eval(images, labels, targets, weights):
                 del targets  # evaluation scores the (majority) label
-                probabilities = tta.probabilities(logits_fn, images)
+                probabilities = probabilities_of(images)
                 self._loss.update_state(negative_log_likelihood(labels, probabilities),
                                         sample_weight=weights)
                 self._confusion.update_state(labels, probabilities, sample_weight=weights)

@@ -1,9 +1,10 @@
-"""`python -m trainer.photos.predict`: faces found in a real photo, cropped, classified and drawn.
+"""`python -m trainer.predict` on photos: faces found in a real photo, cropped, classified, drawn.
 
 The photo is Grace Hopper's portrait that ships with matplotlib (a project dependency); the
-model is a small ResNet-50 trained here for one epoch on synthetic faces and exported with
-trainer.serving.export, so every path from photo to JSON line is the real one. Tests that build the
-model or start the CLI are marked slow (~50 s together).
+model is the session's small ResNet-50 exported with trainer.serving.export
+(tests/trainer/conftest.py), so every path from photo to JSON line is the real one. Tests that
+start the CLI are marked slow. Detector-specific behaviour is in test_detection.py, videos in
+test_video.py.
 """
 
 import json
@@ -13,54 +14,32 @@ import subprocess
 import sys
 
 import cv2
-import keras
 import numpy as np
 import pytest
-from matplotlib import cbook
 
-from beam_preprocess.record_format import FER2013_CLASS_NAMES
-from beam_preprocess.synthetic import draw_face
+from tests.trainer.conftest import CLASS_NAMES
+from tests.trainer.photos import composites
+from tests.trainer.photos.composites import HOPPER_FACE_CENTRE
 from trainer.photos.annotate import BOX_COLOUR
-from trainer.serving.export import export_keras, export_saved_model, resize_faces
-from trainer.serving.loader import ModelLoadError, load_classifier
-from trainer.photos.detection import Box, crop_face, find_faces
-from trainer.model import build_emotion_model
+from trainer.photos.detection import DETECTOR_CHOICES, Box, crop_face, find_faces
 from trainer.photos.predict import EXIT_UNREADABLE, EXIT_USAGE, annotated_path, predict_photos
+from trainer.serving.loader import ModelLoadError, load_exported
 
-IMAGE_SIZE = 48
-CLASS_NAMES = list(FER2013_CLASS_NAMES)
-# Where the face is in grace_hopper.jpg (512 x 600), read off the photo: between the eyes.
-HOPPER_FACE_CENTRE = (265, 215)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    labels = np.arange(56) % len(CLASS_NAMES)
-    faces = np.stack([draw_face(int(label), rng) for label in labels])
-    model = build_emotion_model(len(CLASS_NAMES), image_size=IMAGE_SIZE, weights=None,
-                                trainable_from="none", dense_units=16)
-    model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(resize_faces(faces, IMAGE_SIZE), labels, batch_size=28, epochs=1, verbose=0)
-    directory = tmp_path_factory.mktemp("job") / "export"
-    export_saved_model(model, CLASS_NAMES, IMAGE_SIZE, str(directory / "saved_model"))
-    export_keras(model, CLASS_NAMES, IMAGE_SIZE, str(directory))
-    return directory
-
-
-@pytest.fixture(scope="module")
-def classifier(export_dir):
-    return load_classifier(str(export_dir / "saved_model"))
+def classifier(saved_model):
+    return saved_model
 
 
 @pytest.fixture(scope="module")
 def hopper():
-    return cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return composites.hopper()
 
 
-def _run(classifier, paths, output_dir=None):
+def _run(classifier, paths, output_dir=None, detector="mtcnn"):
     lines = []
 
     class Collect:
@@ -71,7 +50,8 @@ def _run(classifier, paths, output_dir=None):
             pass
 
     summary = predict_photos(classifier, [str(p) for p in paths],
-                             str(output_dir) if output_dir else None, out=Collect())
+                             str(output_dir) if output_dir else None, out=Collect(),
+                             detector=detector)
     return summary, lines
 
 
@@ -80,10 +60,11 @@ def _centre(box):
 
 
 @pytest.mark.slow
-def test_finds_the_face_reads_its_emotion_and_draws_it(classifier, hopper, tmp_path):
+@pytest.mark.parametrize("detector", DETECTOR_CHOICES)
+def test_finds_the_face_reads_its_emotion_and_draws_it(classifier, hopper, tmp_path, detector):
     photo = tmp_path / "hopper.jpg"
     cv2.imwrite(str(photo), hopper)
-    summary, lines = _run(classifier, [photo], tmp_path / "out")
+    summary, lines = _run(classifier, [photo], tmp_path / "out", detector=detector)
 
     assert (summary.photos, summary.faces, summary.unreadable, summary.exit_code) == (1, 1, 0, 0)
     [line] = lines
@@ -91,6 +72,7 @@ def test_finds_the_face_reads_its_emotion_and_draws_it(classifier, hopper, tmp_p
     centre_x, centre_y = _centre(line["box"])
     assert abs(centre_x - HOPPER_FACE_CENTRE[0]) < 30 and abs(centre_y - HOPPER_FACE_CENTRE[1]) < 30
     assert 150 <= line["box"]["width"] <= 320
+    assert ("landmarks" in line) == (detector == "mtcnn")
     probabilities = line["probabilities"]
     assert list(probabilities) == CLASS_NAMES
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-3)
@@ -108,7 +90,7 @@ def test_finds_the_face_reads_its_emotion_and_draws_it(classifier, hopper, tmp_p
 @pytest.mark.slow
 def test_keras_export_gives_the_probabilities_of_the_saved_model(classifier, export_dir, hopper):
     _, faces = find_faces(hopper)
-    from_keras = load_classifier(str(export_dir / "model.keras"))
+    from_keras = load_exported(str(export_dir.keras))
     assert from_keras.class_names == classifier.class_names == CLASS_NAMES
     np.testing.assert_allclose(from_keras.probabilities(faces), classifier.probabilities(faces),
                                atol=1e-5)
@@ -153,14 +135,17 @@ def test_a_directory_stands_for_its_photos_and_bad_files_are_reported(classifier
     assert sorted(os.listdir(tmp_path / "out")) == ["grey.png", "wall.png"]
 
 
-def test_boxes_of_a_large_photo_are_in_its_own_pixels(hopper):
+@pytest.mark.parametrize("detector", DETECTOR_CHOICES)
+def test_boxes_of_a_large_photo_are_in_its_own_pixels(hopper, detector):
     # 2400 x 2048: searched at DETECTION_MAX_SIDE, reported at full size.
-    boxes, faces = find_faces(cv2.resize(hopper, None, fx=4, fy=4))
+    boxes, faces = find_faces(cv2.resize(hopper, None, fx=4, fy=4), detector=detector)
     largest = max(boxes, key=lambda box: box.width)
     centre_x, centre_y = _centre(largest.as_dict())
     assert abs(centre_x - 4 * HOPPER_FACE_CENTRE[0]) < 120
     assert abs(centre_y - 4 * HOPPER_FACE_CENTRE[1]) < 120
     assert 600 <= largest.width <= 1280 and faces.shape == (len(boxes), 48, 48)
+    if detector == "mtcnn":
+        assert len(boxes) == 1  # the cascade also fires once on the collar (README table)
 
 
 def test_photos_with_the_same_name_get_separate_drawings():
@@ -187,15 +172,15 @@ def test_crop_grows_the_box_by_the_margin_and_repeats_edges_outside_the_photo():
 
 @pytest.mark.slow
 def test_a_model_path_that_is_no_export_is_rejected(export_dir, tmp_path):
-    with pytest.raises(ModelLoadError, match="neither a .keras file nor a SavedModel"):
-        load_classifier(str(tmp_path))
-    shutil.copy(export_dir / "model.keras", tmp_path / "model.keras")
+    with pytest.raises(ModelLoadError, match="nor a SavedModel"):
+        load_exported(str(tmp_path))
+    shutil.copy(export_dir.keras, tmp_path / "model.keras")
     with pytest.raises(ModelLoadError, match="labels.json not found"):
-        load_classifier(str(tmp_path / "model.keras"))
+        load_exported(str(tmp_path / "model.keras"))
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "trainer.photos.predict", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "trainer.predict", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -204,13 +189,14 @@ def test_cli_prints_json_lines_and_exits_1_when_a_file_is_unreadable(export_dir,
                                                                      tmp_path):
     cv2.imwrite(str(tmp_path / "hopper.jpg"), hopper)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG truncated")
-    result = _cli("--model", export_dir / "model.keras", "--output", tmp_path / "out",
+    result = _cli("--model", export_dir.keras, "--output", tmp_path / "out",
                   tmp_path / "hopper.jpg", tmp_path / "broken.png")
 
     assert result.returncode == EXIT_UNREADABLE, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [sorted(line) for line in lines] == [
-        ["annotated", "box", "emotion", "face", "faces", "file", "probabilities", "probability"],
+        ["annotated", "box", "emotion", "face", "faces", "file", "landmarks", "probabilities",
+         "probability"],
         ["error", "file"]]
     assert os.path.exists(lines[0]["annotated"])
     assert "1 photos read, 1 faces, 1 unreadable" in result.stderr
@@ -222,4 +208,7 @@ def test_cli_usage_errors_exit_2(tmp_path):
     assert no_photo.returncode == EXIT_USAGE and "at least one photo" in no_photo.stderr
     no_model = _cli("--model", tmp_path / "nothing", tmp_path)
     assert no_model.returncode == EXIT_USAGE
-    assert "neither a .keras file nor a SavedModel" in no_model.stderr
+    assert no_model.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nothing'}: no such file or directory"]  # one line, no TF noise
+    not_an_export = _cli("--model", tmp_path, tmp_path)
+    assert not_an_export.returncode == EXIT_USAGE and "nor a SavedModel" in not_an_export.stderr

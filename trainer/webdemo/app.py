@@ -1,0 +1,146 @@
+"""The web demo: a page to upload photos (or a webcam snapshot) and a JSON API, in Flask.
+
+    GET  /              the page (static/index.html, app.js, style.css; no build step)
+    GET  /api/info      {"class_names", "model", "detector", "max_files", "max_upload_bytes"}
+    POST /predict       photos as a multipart form (any file fields) or one photo as the raw
+                        body; ?annotate=1 adds "annotated": a JPEG data URL of the photo with
+                        its faces drawn. Answers the JSON lines of `python -m trainer.predict`
+                        for the photos, as one JSON list.
+Errors are JSON {"error": "..."}: 400 for no photo, a file that is no image or too many files,
+413 for a body over the size limit or an image over the pixel limit. The model and the detector
+run one request at a time (a lock): neither is thread-safe, and on a CPU one call already uses
+the cores. Serve it with waitress (trainer/serve.py), which runs requests on worker threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import posixpath
+import threading
+
+import cv2
+import numpy as np
+from flask import Flask, jsonify, request
+from PIL import Image
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from trainer.photos import video
+from trainer.photos.files import UnreadablePhotoError, decode_photo
+from trainer.photos.predict import annotate, classify_photo, face_lines
+
+STATIC_DIR = posixpath.join(posixpath.dirname(__file__), "static")
+_ANNOTATED_MAX_SIDE = 1280
+_JPEG_QUALITY = 90
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_files: int = 8
+    max_pixels: int = 40_000_000  # a 10 MB PNG can hold a 30000x30000 image
+
+
+class BadUploadError(ValueError):
+    """An upload the demo rejects; `status` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def create_app(model, options: video.FrameOptions | None = None,
+               limits: Limits = Limits()) -> Flask:
+    """The Flask app serving `model` (a trainer.serving.loader.ExportedModel)."""
+    options = options or video.FrameOptions()
+    app = Flask(__name__, static_folder=STATIC_DIR, static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = limits.max_upload_bytes
+    app.json.sort_keys = False  # the lines keep the CLI's key order
+    model_lock = threading.Lock()
+
+    @app.get("/")
+    def index():
+        return app.send_static_file("index.html")
+
+    @app.get("/api/info")
+    def info():
+        return jsonify(class_names=model.class_names, model=posixpath.basename(
+            model.path.rstrip("/")), detector=options.detector, max_files=limits.max_files,
+            max_upload_bytes=limits.max_upload_bytes)
+
+    @app.post("/predict")
+    def predict():
+        uploads = _uploads(limits)
+        photos = [(name, _decode(name, data, limits)) for name, data in uploads]
+        with_image = request.args.get("annotate", "0").lower() in ("1", "true", "yes")
+        lines = []
+        for name, photo in photos:
+            with model_lock:
+                faces, probabilities = classify_photo(model, photo, options)
+            photo_lines = face_lines(name, faces, probabilities, model.class_names)
+            if with_image:
+                url = _data_url(annotate(photo, faces, photo_lines))
+                photo_lines = [{**line, "annotated": url} for line in photo_lines]
+            lines.extend(photo_lines)
+        return jsonify(lines)
+
+    @app.errorhandler(BadUploadError)
+    def bad_upload(error: BadUploadError):
+        return jsonify(error=str(error)), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if isinstance(error, RequestEntityTooLarge):
+            message = f"upload larger than {limits.max_upload_bytes} bytes"
+        else:
+            message = error.description or error.name
+        return jsonify(error=message), error.code
+
+    return app
+
+
+def _uploads(limits: Limits) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each uploaded photo: the form's files, or the raw body."""
+    if request.files:
+        files = [file for key in request.files for file in request.files.getlist(key)]
+        if len(files) > limits.max_files:
+            raise BadUploadError(f"too many files: {len(files)} (at most {limits.max_files})")
+        uploads = [(posixpath.basename(f.filename or "") or "upload", f.read()) for f in files]
+    elif request.mimetype.startswith("multipart/"):
+        uploads = []
+    else:
+        uploads = [("upload", request.get_data(cache=False))]
+    uploads = [(name, data) for name, data in uploads if data]
+    if not uploads:
+        raise BadUploadError("no photo: send a multipart form with image files, or an image as the "
+                        "request body")
+    return uploads
+
+
+def _decode(name: str, data: bytes, limits: Limits) -> np.ndarray:
+    """The upload as a BGR photo; BadUploadError if it is no image or has too many pixels (checked
+    from the header, before decoding)."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except (OSError, Image.DecompressionBombError, ValueError):
+        width = height = 0  # not a format PIL knows: OpenCV may still read it
+    if width * height > limits.max_pixels:
+        raise BadUploadError(f"{name}: {width}x{height} pixels, more than {limits.max_pixels}",
+                             413)
+    try:
+        return decode_photo(data, name)
+    except UnreadablePhotoError as e:
+        raise BadUploadError(str(e)) from e
+
+
+def _data_url(image: np.ndarray) -> str:
+    """A JPEG data URL of a BGR image, at most _ANNOTATED_MAX_SIDE pixels on its longer side."""
+    scale = _ANNOTATED_MAX_SIDE / max(image.shape[:2])
+    if scale < 1:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for an image of shape {image.shape}")
+    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
