@@ -1,8 +1,9 @@
 """Packaging for vggface-emotion.
 
-Dataflow workers install this distribution through `--setup_file`, and Vertex AI
-installs its sdist before running `python -m trainer`, so the ranges below are the
-versions the code is known to work with, not wishes.
+The container images (containers/) and Dataflow's `--setup_file` install this distribution, so
+the ranges below are the versions the code is known to work with, not wishes. The base install
+is what every part needs; extras add the Beam driver (preprocess), TFLite/ONNX exports (mobile),
+the web demo (web), the cloud launchers (cloud) and the tests (dev).
 """
 
 import setuptools
@@ -17,19 +18,28 @@ setuptools.setup(
     python_requires=">=3.11,<3.14",
     packages=setuptools.find_packages(include=["beam_preprocess*", "trainer*", "launch*"]),
     include_package_data=True,
+    # What every part needs, the Beam workers included (their container already has Beam).
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<4",
-        "apache-beam[gcp]>=2.77,<3",
         "google-cloud-storage>=3,<4",
         "absl-py>=2.1,<3",
         "numpy>=2,<3",
         "h5py>=3.10,<4",
         "opencv-python-headless>=4.14,<5",  # 5.x removed the Haar face detector
-        "matplotlib>=3.8,<4",
+        "matplotlib>=3.8,<4",  # the class chart and the confusion-matrix picture
+        "mtcnn>=1.0,<2",  # the default face detector; its weights ship in the wheel
     ],
     extras_require={
-        "cloud": ["google-cloud-aiplatform>=1.100,<2", "build>=1.2,<2"],
-        "dev": ["pytest>=8,<10", "ruff>=0.15,<1", "gcp-storage-emulator>=2024.1", "build>=1.2,<2"],
+        # The Beam job's driver (a Dataflow worker image has Beam already).
+        "preprocess": ["apache-beam[gcp]>=2.77,<3"],
+        "mobile": ["ai-edge-litert>=2.3,<3", "tf2onnx>=1.17,<2", "onnx>=1.23,<2",
+                   "onnxruntime>=1.32,<2"],
+        "web": ["flask>=3.1,<4", "waitress>=3.0,<4", "pillow>=12,<13"],
+        "cloud": ["google-cloud-aiplatform>=1.100,<2", "build>=1.2,<2",
+                  "apache-beam[gcp]>=2.77,<3"],
+        "dev": ["pytest>=8,<10", "ruff>=0.15,<1", "gcp-storage-emulator>=2024.1", "build>=1.2,<2",
+                "selenium>=4.51,<5", "requests>=2.32,<3"],
     },
+    package_data={"trainer.webdemo": ["static/*"]},
 )

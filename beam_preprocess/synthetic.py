@@ -19,6 +19,7 @@ overlap the way real ones do and accuracy does not saturate at once.
 from __future__ import annotations
 
 import dataclasses
+import logging as std_logging
 import math
 import time
 from collections.abc import Iterator
@@ -321,6 +322,9 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     flag_values = flags.FLAGS
+    # "time LEVEL message", as the other commands print (absl's default adds thread ids).
+    logging.get_absl_handler().setFormatter(
+        std_logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     start = time.perf_counter()
     counts = write_csv(flag_values.output, flag_values.rows, flag_values.seed)
     seconds = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""`python -m launch preprocess|train ...`: our code on Dataflow or Vertex AI, one command each.
+"""`python -m launch image|preprocess|train|deploy|predict ...`: our code on Google Cloud.
 
 A problem the user can fix ends in one message on stderr and exit code 1 (2 for bad flags),
 never a stack trace.
@@ -13,13 +13,20 @@ from absl import flags
 from launch.errors import LaunchError
 
 COMMANDS = {
+    "image": "launch.image_cli",  # the container images, built by Cloud Build
     "preprocess": "launch.preprocess_cli",  # beam_preprocess on Dataflow
     "train": "launch.train_cli",  # the trainer as a Vertex AI custom job
+    "deploy": "launch.deploy_cli",  # an export on a Vertex AI endpoint
+    "predict": "launch.predict_cli",  # faces in photos, read by the endpoint
 }
 USAGE = """\
-usage: python -m launch {preprocess,train} [flags]   (--help after a command lists its flags)
+usage: python -m launch {image,preprocess,train,deploy,predict} [flags]
+       (--help after a command lists its flags)
+  image       build and push the container images with Cloud Build (once per version)
   preprocess  run beam_preprocess on Dataflow
-  train       run the trainer as a Vertex AI custom job"""
+  train       run the trainer as a Vertex AI custom job
+  deploy      serve an exported model on a Vertex AI endpoint
+  predict     send the faces in photos to a deployed model"""
 
 
 def main(argv: list[str]) -> int:

@@ -54,6 +54,9 @@ def pipeline_argv(settings: DataflowSettings) -> list[str]:
     ]
     if settings.sdk_container_image:
         argv.append(f"--sdk_container_image={settings.sdk_container_image}")
+        if not _passed(settings.extra_args, "sdk_location"):
+            # The image has the SDK: workers must not install one staged from here.
+            argv.append("--sdk_location=container")
     else:
         # Workers pip-install our sdist built from this file, so they import our modules.
         argv.append(f"--setup_file={require_setup_py(SETUP_PY)}")
@@ -64,20 +67,47 @@ def pipeline_argv(settings: DataflowSettings) -> list[str]:
     return argv + list(settings.extra_args)
 
 
-def describe(argv: list[str]) -> str:
-    """JSON of what the pipeline would get: its own flags and Beam's pipeline options.
+def _passed(args, name: str) -> bool:
+    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in args)
 
-    Splits argv with copies of beam_preprocess.pipeline's flags, as its run() does, so that the
-    process's global flags stay untouched; contacts nothing.
-    """
+
+def _preprocess_flag_copies():
+    """Copies of beam_preprocess.pipeline's flags: parsing them leaves the global ones as they
+    are (pipeline.run parses the process's flags itself)."""
     from absl import flags
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_preprocess import pipeline
 
     preprocess_flags = flags.FlagValues()
     for flag in flags.FLAGS.get_flags_for_module(pipeline):
         preprocess_flags[flag.name] = copy.deepcopy(flag)
+    return preprocess_flags
+
+
+def check_passthrough(args: list[str], launcher_flags: list[str]) -> None:
+    """Raises flags.Error (exit 2) for an argument that is neither a beam_preprocess flag nor a
+    Beam pipeline option, before anything is built, staged or started.
+
+    Beam itself would only log "Discarding unparseable args" and run with the default: a typo
+    such as --image_szie=48 would preprocess at 224 px. The check is beam_preprocess's own
+    (beam_preprocess.arguments), so that launcher and pipeline agree on what is known.
+    """
+    from beam_preprocess import arguments
+
+    preprocess_flags = _preprocess_flag_copies()
+    beam_args = preprocess_flags(["launch", *args], known_only=True)[1:]
+    arguments.check_beam_arguments(beam_args, [*preprocess_flags, *launcher_flags])
+
+
+def describe(argv: list[str]) -> str:
+    """JSON of what the pipeline would get: its own flags and Beam's pipeline options.
+
+    Splits argv with copies of beam_preprocess.pipeline's flags, as its run() does, so that the
+    process's global flags stay untouched; contacts nothing.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    preprocess_flags = _preprocess_flag_copies()
     beam_args = preprocess_flags(argv, known_only=True)[1:]
     return json.dumps({
         "argv": argv,
@@ -86,12 +116,22 @@ def describe(argv: list[str]) -> str:
     }, indent=2)
 
 
-def run(argv: list[str]) -> None:
-    """Runs the pipeline on Dataflow and waits for it (Beam logs the job's console link)."""
+def run(argv: list[str], image: str | None = None) -> None:
+    """Runs the pipeline on Dataflow and waits for it (Beam logs the job's console link).
+
+    `image` (the --sdk_container_image) is checked to exist first: workers that cannot pull it
+    fail only after minutes of start-up.
+    """
     from beam_preprocess import pipeline
     from beam_preprocess.errors import user_facing_message
 
-    load_credentials()  # Beam would otherwise go on anonymously and fail later, less clearly
+    credentials = load_credentials()  # Beam would otherwise go on anonymously, failing later
+    if image:
+        from launch import registry
+
+        registry.check_image_exists(
+            registry.authorized_session(credentials), image,
+            "python -m launch image --project=PROJECT --region=REGION --images=dataflow-worker")
     try:
         with explained_cloud_errors("Running the Dataflow job"):
             pipeline.run(argv)

@@ -10,7 +10,7 @@ import datetime
 
 from absl import flags
 
-from launch import dataflow
+from launch import dataflow, images, package
 from launch.validation import check_dataflow_job_name, check_region, require_gcs_uri
 
 USAGE = """\
@@ -40,8 +40,10 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("num_workers", None, "Workers to start with (default: Dataflow "
                          "decides).", lower_bound=1, flag_values=fv)
     flags.DEFINE_string("sdk_container_image", None, "Worker image with this package "
-                        "installed; without it workers install our sdist built from setup.py "
-                        "(--setup_file).", flag_values=fv)
+                        "installed, e.g. REGION-docker.pkg.dev/PROJECT/vggface-emotion/"
+                        "dataflow-worker:VERSION as `launch image` builds it ({project}, "
+                        "{region}, {version} are filled in); without it workers install our "
+                        "sdist built from setup.py (--setup_file).", flag_values=fv)
     flags.DEFINE_string("service_account_email", None, "Service account the workers run as.",
                         flag_values=fv)
     flags.DEFINE_bool("dry_run", False, "Print the pipeline's flags and Beam options as JSON; "
@@ -83,7 +85,9 @@ def settings_from_flags(fv: flags.FlagValues,
         temp_location=fv.temp_location and require_gcs_uri(fv.temp_location, "temp_location"),
         staging_location=(fv.staging_location
                           and require_gcs_uri(fv.staging_location, "staging_location")),
-        sdk_container_image=fv.sdk_container_image,
+        sdk_container_image=fv.sdk_container_image and images.expand_image(
+            fv.sdk_container_image, project=fv.project, region=fv.region,
+            version=package.read_distribution().version, flag="sdk_container_image"),
         num_workers=fv.num_workers,
         service_account_email=fv.service_account_email,
         extra_args=tuple(passthrough),
@@ -97,9 +101,11 @@ def main(argv: list[str]) -> int:
         print(USAGE + "\n\n" + fv.get_help())
         return 0
     passthrough = fv(argv, known_only=True)[1:]
-    pipeline_argv = dataflow.pipeline_argv(settings_from_flags(fv, passthrough))
+    dataflow.check_passthrough(passthrough, list(fv))  # a typo fails here, before any upload
+    settings = settings_from_flags(fv, passthrough)
+    pipeline_argv = dataflow.pipeline_argv(settings)
     if fv.dry_run:
         print(dataflow.describe(pipeline_argv))
         return 0
-    dataflow.run(pipeline_argv)
+    dataflow.run(pipeline_argv, image=settings.sdk_container_image)
     return 0

@@ -2,6 +2,12 @@
 
 Everything after `--` (and every --trainer_arg) goes to `python -m trainer` unchanged, after
 --data_dir and --job_dir. The request is built by launch.vertex and sent by launch.vertex_submit.
+
+The job runs this project's trainer image (containers/trainer-gpu.Dockerfile, or
+trainer-tpu.Dockerfile on TPU) at REGION-docker.pkg.dev/PROJECT/vggface-emotion/...:VERSION, the
+address `python -m launch image` pushes to, unless --container_image names another one. The
+prebuilt Vertex AI TensorFlow images (which install our sdist) are used only when
+--executor_image_uri names one: those we know of have Python 3.10 and TensorFlow <= 2.17.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import sys
 
 from absl import flags
 
+from launch import images, package
 from launch.errors import LaunchError, load_credentials
-from launch.validation import check_region, gcs_bucket, require_gcs_uri
+from launch.validation import check_region, gcs_bucket, parse_labels, require_gcs_uri
 
 
 def define_flags() -> flags.FlagValues:
@@ -37,12 +44,13 @@ def define_flags() -> flags.FlagValues:
                         flag_values=fv)
     flags.DEFINE_integer("worker_count", 0, "Replicas besides the chief (multi-worker training; "
                          "each is billed like the chief).", lower_bound=0, flag_values=fv)
-    flags.DEFINE_string("executor_image_uri", None, "Prebuilt Vertex AI TensorFlow image that "
-                        "installs and runs our sdist (default: the newest tf-cpu/tf-gpu/tf-tpu "
-                        "image for the hardware, from the registry nearest the region).",
-                        flag_values=fv)
-    flags.DEFINE_string("container_image", None, "Custom image with Python, TensorFlow and this "
-                        "package installed; runs `python -m trainer`, no sdist is uploaded.",
+    flags.DEFINE_string("executor_image_uri", None, "Instead of a container image: a prebuilt "
+                        "Vertex AI TensorFlow image that installs and runs our sdist (it must "
+                        "have Python 3.11 and TensorFlow 2.21).", flag_values=fv)
+    flags.DEFINE_string("container_image", None, "Image with this package installed, running "
+                        "`python -m trainer`; {project}, {region} and {version} are filled in "
+                        "(default: REGION-docker.pkg.dev/PROJECT/vggface-emotion/trainer-gpu:"
+                        "VERSION, trainer-tpu on TPU: what `launch image` builds).",
                         flag_values=fv)
     flags.DEFINE_string("staging_dir", None, "gs:// directory for the uploaded sdist (default: "
                         "gs://<job_dir bucket>/staging).", flag_values=fv)
@@ -54,6 +62,14 @@ def define_flags() -> flags.FlagValues:
                       "resumes from its backup).", flag_values=fv)
     flags.DEFINE_float("timeout_hours", None, "Stop the job after this long (default: Vertex AI's "
                        "7 days).", lower_bound=0.01, flag_values=fv)
+    flags.DEFINE_list("labels", [], "key=value,... labels of the job (billing reports group "
+                      "costs by them).", flag_values=fv)
+    flags.DEFINE_string("network", None, "VPC network to peer the job with: projects/"
+                        "PROJECT_NUMBER/global/networks/NAME.", flag_values=fv)
+    flags.DEFINE_float("collective_timeout_seconds", 600, "Multi-worker jobs: passed to the "
+                       "trainer (unless given after `--`) so that a lost worker fails the job "
+                       "after this long instead of hanging every billed replica; 0: wait "
+                       "forever.", lower_bound=0, flag_values=fv)
     flags.DEFINE_multi_string("trainer_arg", [], "A trainer flag for the job (repeatable; for "
                               "flagfiles). Flags after `--` are added after these.",
                               flag_values=fv)
@@ -102,6 +118,21 @@ def import_vertex():
                           "pip install -c constraints.txt -e '.[cloud]'") from None
 
 
+def container_image(fv: flags.FlagValues, kind: str) -> str | None:
+    """The image the job runs: --container_image (placeholders filled), else ours for `kind`;
+    None with --executor_image_uri (a prebuilt image runs our sdist)."""
+    if fv.container_image and fv.executor_image_uri:
+        raise flags.ValidationError("give --container_image or --executor_image_uri, not both")
+    if fv.executor_image_uri:
+        return None
+    version = package.read_distribution().version
+    if fv.container_image:
+        return images.expand_image(fv.container_image, project=fv.project, region=fv.region,
+                                   version=version)
+    name = "trainer-tpu" if kind == "tpu" else "trainer-gpu"
+    return images.image_uri(name, fv.project, fv.region, version)
+
+
 def spec_from_flags(fv: flags.FlagValues, vertex, trainer_args: list[str]):
     for name in ("project", "region", "data_dir", "job_dir"):
         if not fv[name].value:
@@ -121,11 +152,14 @@ def spec_from_flags(fv: flags.FlagValues, vertex, trainer_args: list[str]):
         worker_count=fv.worker_count,
         trainer_args=tuple(expand_flagfiles(fv.trainer_arg + trainer_args)),
         executor_image_uri=fv.executor_image_uri,
-        container_image=fv.container_image,
+        container_image=container_image(fv, hardware.kind),
         tensorboard=fv.tensorboard,
         service_account=fv.service_account,
         spot=fv.spot,
         timeout_hours=fv.timeout_hours,
+        labels=parse_labels(fv.labels),
+        network=fv.network,
+        collective_timeout_seconds=fv.collective_timeout_seconds,
     )
 
 
@@ -150,6 +184,12 @@ def submit(fv: flags.FlagValues, vertex_submit, spec, staging_dir: str) -> int:
     from google.cloud import storage
 
     credentials = load_credentials()
+    if spec.container_image:
+        from launch import registry
+
+        registry.check_image_exists(
+            registry.authorized_session(credentials), spec.container_image,
+            f"python -m launch image --project={spec.project} --region={spec.region}")
     storage_client = storage.Client(project=spec.project, credentials=credentials)
     client = vertex_submit.job_client(spec.region, credentials)
     job = vertex_submit.submit_training(spec, staging_dir, storage_client=storage_client,

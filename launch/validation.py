@@ -61,3 +61,31 @@ def check_dataflow_job_name(name: str) -> str:
             "digits and hyphens, starting with a letter and ending with a letter or digit."
         )
     return name
+
+
+# Google Cloud resource labels (cloud.google.com/resource-manager/docs/labels-overview).
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+MAX_LABELS = 64
+
+
+def parse_labels(items: list[str], flag: str = "labels") -> tuple[tuple[str, str], ...]:
+    """['team=ml', 'run=exp1'] -> (('team', 'ml'), ('run', 'exp1')), checked as Google does."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise LaunchError(f"--{flag}: {item!r} is not key=value (e.g. --{flag}=team=ml,"
+                              "run=exp1).")
+        if not _LABEL_KEY.fullmatch(key):
+            raise LaunchError(f"--{flag}: label key {key!r} must start with a lower-case letter "
+                              "and have at most 63 lower-case letters, digits, '_' or '-'.")
+        if not _LABEL_VALUE.fullmatch(value):
+            raise LaunchError(f"--{flag}: label value {value!r} (of {key}) may have at most 63 "
+                              "lower-case letters, digits, '_' or '-'.")
+        if key in labels:
+            raise LaunchError(f"--{flag}: label {key!r} is given twice.")
+        labels[key] = value
+    if len(labels) > MAX_LABELS:
+        raise LaunchError(f"--{flag}: {len(labels)} labels; Google Cloud allows {MAX_LABELS}.")
+    return tuple(labels.items())

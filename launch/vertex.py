@@ -22,6 +22,7 @@ PREBUILT_IMAGES = {
     "tpu": "vertex-ai/training/tf-tpu.2-15.cp310:latest",
 }
 _IMAGE_PYTHON_TAG = re.compile(r"[.-](?:py|cp)3(\d{1,2})(?=[:.@-]|$)")
+_NETWORK = re.compile(r"projects/[^/]+/global/networks/[^/]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,11 @@ class TrainingSpec:
     service_account: str | None = None
     spot: bool = False
     timeout_hours: float | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # CustomJob labels (billing reports group by them)
+    network: str | None = None  # projects/NUMBER/global/networks/NAME (VPC peering)
+    # Multi-worker only: the trainer's --collective_timeout_seconds unless trainer_args set it,
+    # so that a lost worker ends the job instead of hanging every billed replica. 0: none.
+    collective_timeout_seconds: float = 600.0
 
     @property
     def parent(self) -> str:
@@ -123,6 +129,13 @@ def check_spec(spec: TrainingSpec) -> None:
     if spec.tensorboard and not spec.service_account:
         raise LaunchError("--tensorboard needs --service_account: Vertex AI uploads the logs as "
                           "that account (give it roles/aiplatform.user and storage access).")
+    if spec.network and not _NETWORK.fullmatch(spec.network):
+        raise LaunchError(f"--network={spec.network!r} must be the full name "
+                          "projects/PROJECT_NUMBER/global/networks/NETWORK (Vertex AI wants the "
+                          "project number: `gcloud projects describe PROJECT "
+                          "--format='value(projectNumber)'`).")
+    if spec.collective_timeout_seconds < 0:
+        raise LaunchError("--collective_timeout_seconds cannot be negative (0: no timeout).")
     for arg in spec.trainer_args:
         if arg.split("=", 1)[0] in ("--data_dir", "--job_dir"):
             raise LaunchError(f"Give {arg.split('=', 1)[0]} to the launcher, not after `--`: "
@@ -144,6 +157,22 @@ def strategy_args(spec: TrainingSpec) -> list[str]:
     return []
 
 
+def _given(spec: TrainingSpec, flag: str) -> bool:
+    return any(arg.split("=", 1)[0] in (flag, "--no" + flag[2:]) for arg in spec.trainer_args)
+
+
+def collective_timeout_args(spec: TrainingSpec) -> list[str]:
+    """--collective_timeout_seconds for a multi-worker job, unless trainer_args give one.
+
+    Without it a worker that dies (or is preempted) leaves the others waiting in an all-reduce
+    forever, and every replica is billed until the job's timeout.
+    """
+    if not spec.worker_count or not spec.collective_timeout_seconds or \
+            _given(spec, "--collective_timeout_seconds"):
+        return []
+    return [f"--collective_timeout_seconds={spec.collective_timeout_seconds:g}"]
+
+
 def tensorboard_resource(spec: TrainingSpec) -> str:
     if not spec.tensorboard or spec.tensorboard.startswith("projects/"):
         return spec.tensorboard or ""
@@ -160,13 +189,23 @@ def _code_to_run(spec: TrainingSpec, package_uri: str, args: list[str]) -> dict:
 
 
 def _scheduling(spec: TrainingSpec) -> aiplatform_v1.Scheduling | None:
-    if not spec.spot and spec.timeout_hours is None:
+    """Spot, timeout, and restarts: the trainer resumes from its newest backup when restarted.
+
+    A lone replica that Vertex AI restarts (a Spot preemption, a host error) simply resumes. The
+    replicas of a multi-worker job must restart together: one that restarted alone would rejoin
+    the others at an older step and the collectives would hang, hence
+    restart_job_on_worker_restart whenever there are workers.
+    """
+    restart_together = spec.worker_count > 0
+    if not (spec.spot or spec.timeout_hours is not None or restart_together):
         return None
     scheduling = aiplatform_v1.Scheduling()
     if spec.spot:
         scheduling.strategy = aiplatform_v1.Scheduling.Strategy.SPOT
     if spec.timeout_hours is not None:
         scheduling.timeout = duration_pb2.Duration(seconds=round(spec.timeout_hours * 3600))
+    if restart_together:
+        scheduling.restart_job_on_worker_restart = True
     return scheduling
 
 
@@ -181,7 +220,7 @@ def build_custom_job(spec: TrainingSpec, package_uri: str) -> aiplatform_v1.Cust
     if hardware.tpu_topology:
         machine.tpu_topology = hardware.tpu_topology
     args = [f"--data_dir={spec.data_dir}", f"--job_dir={spec.job_dir}",
-            *strategy_args(spec), *spec.trainer_args]
+            *strategy_args(spec), *collective_timeout_args(spec), *spec.trainer_args]
     code = _code_to_run(spec, package_uri, args)
     # Pool 0 is the chief; pool 1 the other workers. Vertex AI writes TF_CONFIG from these.
     pools = [aiplatform_v1.WorkerPoolSpec(machine_spec=machine, replica_count=1, **code)]
@@ -193,11 +232,13 @@ def build_custom_job(spec: TrainingSpec, package_uri: str) -> aiplatform_v1.Cust
         base_output_directory=aiplatform_v1.GcsDestination(output_uri_prefix=spec.job_dir),
         tensorboard=tensorboard_resource(spec),
         service_account=spec.service_account or "",
+        network=spec.network or "",
     )
     scheduling = _scheduling(spec)
     if scheduling is not None:
         job_spec.scheduling = scheduling
-    return aiplatform_v1.CustomJob(display_name=spec.display_name, job_spec=job_spec)
+    return aiplatform_v1.CustomJob(display_name=spec.display_name, job_spec=job_spec,
+                                   labels=dict(spec.labels))
 
 
 def create_request(spec: TrainingSpec, package_uri: str) -> aiplatform_v1.CreateCustomJobRequest:

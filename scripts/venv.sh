@@ -28,7 +28,7 @@ stamp="$venv/.installed-$(cat "$repo_root/setup.py" "$repo_root/constraints.txt"
 if [ ! -f "$stamp" ]; then
   echo "Installing vggface-emotion and its pinned dependencies into $venv (first run: a few minutes)"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -c "$repo_root/constraints.txt" -e "$repo_root[dev,cloud]"
+  "$venv/bin/python" -m pip install --quiet -c "$repo_root/constraints.txt" -e "$repo_root[dev,cloud,preprocess,mobile,web]"
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

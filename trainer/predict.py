@@ -32,8 +32,10 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    flags.DEFINE_string("model", None, "Exported model: JOB_DIR/export/saved_model (directory), "
-                        "model.keras, model.tflite or model.onnx; local or gs://.")
+    flags.DEFINE_multi_string(
+        "model", None, "Exported model (repeat for an ensemble: the mean probabilities): "
+        "JOB_DIR/export/saved_model (directory), model.keras, model.tflite or model.onnx; "
+        "local or gs://.")
     flags.DEFINE_string("output", None, "Directory (local or gs://) for the annotated photos "
                         "(PNG) and, per video, its .jsonl, .csv timeline and annotated .mp4.")
     flags.DEFINE_enum("detector", detection.DEFAULT_DETECTOR, list(detection.DETECTOR_CHOICES),
@@ -64,7 +66,7 @@ def _options() -> PredictOptions:
 
 def _run(paths: list[str]) -> int:
 
-    from trainer.serving.loader import ModelLoadError, load_exported
+    from trainer.serving.loader import ModelLoadError, load_ensemble
 
     try:
         # Before loading the model: a bad --output, detector or camera fails in seconds.
@@ -72,7 +74,7 @@ def _run(paths: list[str]) -> int:
         if FLAGS.output:
             tf.io.gfile.makedirs(FLAGS.output)
         capture = video.open_capture(FLAGS.camera) if FLAGS.camera is not None else None
-        classifier = load_exported(FLAGS.model)
+        classifier = load_ensemble(FLAGS.model)
         if capture is not None:
             return _run_camera(classifier, capture)
         summary = predict_paths(classifier, paths, _options())

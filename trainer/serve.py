@@ -27,8 +27,9 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    flags.DEFINE_string("model", None, "Exported model: saved_model directory, model.keras, "
-                        "model.tflite or model.onnx; local or gs://.")
+    flags.DEFINE_multi_string(
+        "model", None, "Exported model (repeat for an ensemble: the mean probabilities): "
+        "saved_model directory, model.keras, model.tflite or model.onnx; local or gs://.")
     flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
     flags.DEFINE_integer("port", 8080, "Port to listen on (0: any free port).", lower_bound=0,
                          upper_bound=65535)
@@ -47,14 +48,14 @@ def main(argv: list[str]) -> int:
     import waitress
 
     from trainer.photos.video import FrameOptions
-    from trainer.serving.loader import ModelLoadError, load_exported
+    from trainer.serving.loader import ModelLoadError, load_ensemble
     from trainer.webdemo.app import Limits, create_app
 
     limits = Limits(max_upload_bytes=FLAGS.max_upload_mb * 1024 * 1024,
                     max_files=FLAGS.max_files)
     try:
         detection.get_detector(FLAGS.detector)
-        model = load_exported(FLAGS.model)
+        model = load_ensemble(FLAGS.model)
         server = waitress.create_server(
             create_app(model, FrameOptions(detector=FLAGS.detector), limits), host=FLAGS.host,
             port=FLAGS.port, threads=FLAGS.threads,
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> int:
             OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"Serving {FLAGS.model} on http://{FLAGS.host}:{server.effective_port}/ "
+    print(f"Serving {' + '.join(FLAGS.model)} on http://{FLAGS.host}:{server.effective_port}/ "
           "(Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.run()

@@ -35,8 +35,11 @@ def test_dry_run_with_config_has_dataflow_options(capsys):
     assert options["runner"] == "DataflowRunner"
     assert options["project"] == "my-project"
     assert options["region"] == "europe-west4"
-    assert options["setup_file"] == str(REPO_ROOT / "setup.py")
-    assert "sdk_container_image" not in options
+    # The worker image `launch image` pushes, with our package preinstalled: no --setup_file.
+    assert options["sdk_container_image"] == (
+        "europe-west4-docker.pkg.dev/my-project/vggface-emotion/dataflow-worker:0.1.0")
+    assert options["sdk_location"] == "container"
+    assert "setup_file" not in options
     assert options["machine_type"] == "n1-standard-2"
     assert options["max_num_workers"] == 4
     # Temp and staging default to the output bucket.
@@ -72,6 +75,47 @@ def test_dry_run_passes_further_options_and_flags_through(capsys):
     flags = request["beam_preprocess_flags"]
     assert (flags["image_size"], flags["labels"]) == (96, "ferplus")
     assert flags["ferplus_csv"] == "gs://fer-bucket/raw/fer2013new.csv"
+
+
+def test_without_an_image_workers_install_our_sdist(capsys):
+    options = dry_run(capsys)["pipeline_options"]
+    assert options["setup_file"] == str(REPO_ROOT / "setup.py")
+    assert "sdk_container_image" not in options and "sdk_location" not in options
+
+
+def test_an_explicit_sdk_location_is_kept(capsys):
+    options = dry_run(capsys, "--sdk_container_image={region}-docker.pkg.dev/{project}/r/w:1",
+                      "--sdk_location=gs://fer-bucket/beam.tar.gz")["pipeline_options"]
+    assert options["sdk_container_image"] == "europe-west4-docker.pkg.dev/my-project/r/w:1"
+    assert options["sdk_location"] == "gs://fer-bucket/beam.tar.gz"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--image_szie", "48"], "unknown flag --image_szie (did you mean --image_size?)"),
+    (["--image_szie=48"], "unknown flag --image_szie (did you mean --image_size?)"),
+    (["--num_shard=4"], "unknown flag --num_shard"),
+    (["--disk_size_g=30"], "unknown flag --disk_size_g"),  # a Beam option's typo
+    (["--max_num_worker=3"], "unknown flag --max_num_worker"),  # a launcher flag's typo
+    (["stray"], "unexpected argument 'stray'"),
+])
+def test_unknown_flags_exit_2_before_anything_runs(capsys, args, expected):
+    """Beam would only log "Discarding unparseable args" and run with the defaults."""
+    for dry in ([], ["--dry_run"]):  # a real run stops before credentials or any upload
+        assert main(["launch", "preprocess", *REQUIRED, "--flagfile=configs/dataflow.cfg",
+                     *args, *dry]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert f"launch preprocess: error: {expected}" in captured.err
+        assert "Traceback" not in captured.err
+
+
+def test_unknown_flag_is_refused_without_contacting_anything():
+    result = subprocess.run(
+        [sys.executable, "-m", "launch", "preprocess", *REQUIRED, "--image_szie", "48"],
+        cwd=REPO_ROOT, env=no_credentials_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "unknown flag --image_szie" in result.stderr
+    assert "credentials" not in result.stderr
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -163,7 +207,8 @@ def test_dataflow_job_graph_is_built_offline(gcs_emulator, gcs_client, tmp_path)
     graph = beam_runner_api_pb2.Pipeline.FromString(
         download(bucket, options["pipelineUrl"], tmp_path / "pipeline.pb").read_bytes())
     steps = {t.unique_name for t in graph.components.transforms.values()}
-    assert {"ReadCsv", "ParseRows", "WriteShards", "Commit"} <= steps, steps
+    assert {"ReadCsv", "ParseRows", "CountRows", "WriteShards", "WriteShardResults"} <= steps
+    assert "Commit" not in steps  # the commit runs in the driver, once, after the pipeline
 
 
 def download(bucket, location: str, path: Path) -> Path:

@@ -186,3 +186,27 @@ def _no_records(path: str):
                              "evaluate on records with the SavedModel or model.keras")
 
     return records_fn
+
+
+def load_ensemble(paths: list[str]) -> ExportedModel:
+    """Several exports as one model whose probabilities are the members' mean (an ensemble);
+    one path is just that export. The members must name the same classes."""
+    members = [load_exported(path) for path in paths]
+    if len(members) == 1:
+        return members[0]
+    first = members[0]
+    for member in members[1:]:
+        if member.class_names != first.class_names:
+            raise ModelLoadError(f"{member.path} names the classes {member.class_names}, "
+                                 f"{first.path} {first.class_names}: they cannot be averaged")
+
+    def raw_fn(faces):
+        return np.mean([m.probabilities(np.asarray(faces)) for m in members], axis=0)
+
+    def records_fn(images):
+        mean = tf.add_n([tf.nn.softmax(m.logits_of_records(images)) for m in members])
+        return tf.math.log(mean / len(members))  # logits whose softmax is the mean
+
+    sizes = {m.image_size for m in members}
+    return ExportedModel(" + ".join(paths), first.class_names,
+                         first.image_size if len(sizes) == 1 else None, raw_fn, records_fn)

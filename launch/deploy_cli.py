@@ -1,0 +1,132 @@
+"""`python -m launch deploy`: an exported SavedModel on a Vertex AI endpoint (launch.serving)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from absl import flags
+
+from launch import images, package
+from launch.errors import load_credentials
+from launch.validation import check_region, parse_labels, require_gcs_uri
+
+USAGE = """\
+python -m launch deploy --model gs://.../export/saved_model --project P --region R \\
+    [--machine_type n1-standard-2] [--min_replicas 1] [--max_replicas 1] \\
+    [--endpoint EXISTING_ID --traffic_split new=20,DEPLOYED_MODEL_ID=80] [--dry_run]"""
+
+
+def define_flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("model", None, "gs:// SavedModel directory the trainer exported "
+                        "(JOB_DIR/export/saved_model).", flag_values=fv)
+    flags.DEFINE_string("project", None, "Google Cloud project ID.", flag_values=fv)
+    flags.DEFINE_string("region", None, "Vertex AI region of the model and endpoint.",
+                        flag_values=fv)
+    flags.DEFINE_string("display_name", "vggface-emotion", "Name of the model, endpoint and "
+                        "deployed model in the console.", flag_values=fv)
+    flags.DEFINE_string("model_id", None, "Model Registry ID (default: "
+                        "vggface-emotion-<UTC timestamp>).", flag_values=fv)
+    flags.DEFINE_string("endpoint", None, "Deploy to this existing endpoint (ID or resource "
+                        "name) instead of creating one.", flag_values=fv)
+    flags.DEFINE_string("endpoint_id", None, "ID of the endpoint to create (default: "
+                        "vggface-emotion-<UTC timestamp>).", flag_values=fv)
+    flags.DEFINE_string("serving_image", None, "Serving container; {project}, {region}, "
+                        "{version} are filled in (default: the predictor image `launch image` "
+                        "builds, REGION-docker.pkg.dev/PROJECT/vggface-emotion/predictor:"
+                        "VERSION).", flag_values=fv)
+    flags.DEFINE_string("machine_type", "n1-standard-2", "Machine type of each serving "
+                        "replica (billed per node-hour while deployed).", flag_values=fv)
+    flags.DEFINE_string("accelerator_type", None, "e.g. NVIDIA_TESLA_T4 (default: none; 48x48 "
+                        "faces are cheap on CPU).", flag_values=fv)
+    flags.DEFINE_integer("accelerator_count", 1, "Accelerators per replica.", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_integer("min_replicas", 1, "Replicas always running (and billed).",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("max_replicas", 1, "Autoscaling ceiling.", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_list("traffic_split", [], "KEY=PERCENT,...: 'new' is the model being "
+                      "deployed, other keys are deployed model IDs on --endpoint; they add up "
+                      "to 100 (default: new=100).", flag_values=fv)
+    flags.DEFINE_list("labels", [], "key=value,... labels of the model and endpoint.",
+                      flag_values=fv)
+    flags.DEFINE_string("service_account", None, "Service account the serving container runs "
+                        "as.", flag_values=fv)
+    flags.DEFINE_bool("dry_run", False, "Print the UploadModel, CreateEndpoint and DeployModel "
+                      "requests as JSON; contact nothing.", flag_values=fv)
+    return fv
+
+
+def default_id(now: datetime.datetime | None = None) -> str:
+    now = now or datetime.datetime.now(datetime.UTC)
+    return f"vggface-emotion-{now:%Y%m%d-%H%M%S}"
+
+
+def spec_from_flags(fv: flags.FlagValues, now: datetime.datetime | None = None):
+    from launch import serving
+
+    for name in ("model", "project", "region"):
+        if not fv[name].value:
+            raise flags.ValidationError(f"--{name} is required")
+    region = check_region(fv.region)
+    version = package.read_distribution().version
+    image = (images.expand_image(fv.serving_image, project=fv.project, region=region,
+                                 version=version, flag="serving_image")
+             if fv.serving_image else images.image_uri("predictor", fv.project, region, version))
+    generated = default_id(now)
+    return serving.DeploySpec(
+        project=fv.project,
+        region=region,
+        artifact_uri=require_gcs_uri(fv.model, "model"),
+        serving_image=image,
+        model_id=fv.model_id or generated,
+        display_name=fv.display_name,
+        machine_type=fv.machine_type,
+        accelerator_type=fv.accelerator_type,
+        accelerator_count=fv.accelerator_count if fv.accelerator_type else 0,
+        min_replicas=fv.min_replicas,
+        max_replicas=fv.max_replicas,
+        endpoint=fv.endpoint,
+        endpoint_id=None if fv.endpoint else (fv.endpoint_id or generated),
+        traffic_split=serving.parse_traffic_split(fv.traffic_split),
+        labels=parse_labels(fv.labels),
+        service_account=fv.service_account,
+    )
+
+
+def main(argv: list[str]) -> int:
+    from launch import cloud_imports
+
+    fv = define_flags()
+    if {"-h", "--help", "--helpfull"} & set(argv):
+        print(USAGE + "\n\n" + fv.get_help())
+        return 0
+    extra = fv(argv)[1:]
+    if extra:
+        raise flags.ValidationError(f"unexpected argument {extra[0]!r}")
+    serving = cloud_imports.require("launch.serving", "deploy")
+    spec = spec_from_flags(fv)
+    requests = {
+        "uploadModelRequest": serving.upload_model_request(spec),
+        "createEndpointRequest": serving.create_endpoint_request(spec),
+        "deployModelRequest": serving.deploy_model_request(spec),
+    }
+    if fv.dry_run:
+        print(json.dumps({key: serving.to_dict(request) for key, request in requests.items()
+                          if request is not None}, indent=2))
+        return 0
+    from launch import registry, serving_submit
+
+    credentials = load_credentials()
+    registry.check_image_exists(
+        registry.authorized_session(credentials), spec.serving_image,
+        f"python -m launch image --project={spec.project} --region={spec.region} "
+        "--images=predictor")
+    serving_submit.deploy(spec, model_client=serving_submit.model_client(spec.region,
+                                                                          credentials),
+                          endpoint_client=serving_submit.endpoint_client(spec.region,
+                                                                         credentials))
+    print(f"Ask it: python -m launch predict --project={spec.project} --region={spec.region} "
+          f"--endpoint={spec.endpoint_name.rsplit('/', 1)[1]} PHOTO.jpg")
+    return 0

@@ -1,0 +1,66 @@
+"""Sending the serving requests of launch.serving: upload, endpoint, deploy; and predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from google.cloud import aiplatform_v1
+from google.protobuf import json_format
+
+from launch import serving
+from launch.errors import explained_cloud_errors
+
+UPLOAD_TIMEOUT_SECONDS = 30 * 60
+DEPLOY_TIMEOUT_SECONDS = 60 * 60  # starting the serving machines usually takes 10-20 minutes
+
+
+def _regional(client_class, region: str, credentials):
+    return client_class(credentials=credentials,
+                        client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"})
+
+
+def model_client(region: str, credentials) -> aiplatform_v1.ModelServiceClient:
+    return _regional(aiplatform_v1.ModelServiceClient, region, credentials)
+
+
+def endpoint_client(region: str, credentials) -> aiplatform_v1.EndpointServiceClient:
+    return _regional(aiplatform_v1.EndpointServiceClient, region, credentials)
+
+
+def prediction_client(region: str, credentials) -> aiplatform_v1.PredictionServiceClient:
+    return _regional(aiplatform_v1.PredictionServiceClient, region, credentials)
+
+
+def deploy(spec: serving.DeploySpec, *, model_client, endpoint_client,
+           echo: Callable[[str], None] = print) -> aiplatform_v1.DeployModelResponse:
+    """Uploads the model, creates the endpoint unless it exists, deploys; waits for each."""
+    upload = serving.upload_model_request(spec)  # all three are checked before the first call
+    create = serving.create_endpoint_request(spec)
+    deploy_request = serving.deploy_model_request(spec)
+    with explained_cloud_errors(f"Uploading {spec.artifact_uri} to the Model Registry",
+                                not_found_hint="\nIs --model the gs:// SavedModel directory?"):
+        uploaded = model_client.upload_model(request=upload).result(
+            timeout=UPLOAD_TIMEOUT_SECONDS)
+    echo(f"Uploaded model {uploaded.model}")
+    if create is not None:
+        with explained_cloud_errors(f"Creating endpoint {spec.endpoint_name}"):
+            endpoint = endpoint_client.create_endpoint(request=create).result(
+                timeout=UPLOAD_TIMEOUT_SECONDS)
+        echo(f"Created endpoint {endpoint.name}")
+    echo(f"Deploying to {spec.endpoint_name} on {spec.min_replicas}-{spec.max_replicas} x "
+         f"{spec.machine_type} (usually 10-20 minutes)...")
+    with explained_cloud_errors(f"Deploying {spec.model_name} to {spec.endpoint_name}"):
+        deployed = endpoint_client.deploy_model(request=deploy_request).result(
+            timeout=DEPLOY_TIMEOUT_SECONDS)
+    echo(f"Deployed model {deployed.deployed_model.id} on {spec.endpoint_name}")
+    echo(f"Console: {serving.endpoint_console_url(spec.endpoint_name)}")
+    return deployed
+
+
+def predict(client, request: aiplatform_v1.PredictRequest) -> dict:
+    """The PredictResponse as a dict: {"predictions": [...], "deployedModelId": ...}."""
+    with explained_cloud_errors(f"Asking {request.endpoint}",
+                                not_found_hint="\nCheck --endpoint and --region "
+                                "(`gcloud ai endpoints list --region=REGION`)."):
+        response = client.predict(request=request)
+    return json_format.MessageToDict(aiplatform_v1.PredictResponse.pb(response))
