@@ -89,8 +89,8 @@ def _run(paths: list[str]) -> int:
 def _run_camera(classifier, capture) -> int:
     name = f"camera{FLAGS.camera}"
     try:
-        result = video.predict_video(classifier, capture, name, _options().frames, name,
-                                     FLAGS.output, live=True)
+        result = video.predict_video(classifier, capture, name, _options().frames,
+                                     output_stem=name, output_dir=FLAGS.output, live=True)
     finally:
         capture.release()
     print(f"{result.frames} frames read, {result.faces} faces", file=sys.stderr)

@@ -72,7 +72,9 @@ faces = np.load(sys.argv[2])
 serve = loaded.signatures["serving_default"]
 out = serve(faces=tf.constant(faces))
 out4 = serve(faces=tf.constant(faces[..., None]))
+tta = loaded.serving_tta(tf.constant(faces))
 json.dump({"probabilities": out["probabilities"].numpy().tolist(),
+           "tta_probabilities": tta["probabilities"].numpy().tolist(),
            "probabilities_4d": out4["probabilities"].numpy().tolist(),
            "class_name": [n.decode() for n in out["class_name"].numpy()],
            "class_names": [n.decode() for n in loaded.metadata()["class_names"].numpy()]},
@@ -123,6 +125,14 @@ def test_saved_model_given_raw_48px_faces_gives_what_training_computed_on_record
     np.testing.assert_allclose(np.array(out["probabilities_4d"]), probabilities, atol=1e-6)
     assert out["class_names"] == manifest.class_names
     assert out["class_name"] == [manifest.class_names[i] for i in expected.argmax(axis=1)]
+    # --tta=ten_crop adds `serving_tta`: the ten views' mean, as the trainer's report used.
+    from trainer.data.augmentation import TestTimeAugmentation
+
+    ten_crop = TestTimeAugmentation("ten_crop").probabilities(
+        lambda x: model(tf.cast(x, tf.float32), training=False), tf.constant(
+            records.astype(np.uint8)))
+    np.testing.assert_allclose(np.array(out["tta_probabilities"]), ten_crop, atol=1e-6)
+    assert not np.allclose(out["tta_probabilities"], probabilities, atol=1e-3)
 
 
 @pytest.mark.slow

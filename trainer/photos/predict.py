@@ -176,8 +176,8 @@ def _predict_video_file(classifier, path, options, taken_names, out, summary) ->
             capture = video.open_capture(local)
             try:
                 result = video.predict_video(classifier, capture, path, options.frames,
-                                             output_stem(path, taken_names, ".mp4"),
-                                             options.output_dir, out)
+                                             output_stem=output_stem(path, taken_names, ".mp4"),
+                                             output_dir=options.output_dir, out=out)
             finally:
                 capture.release()
     except (video.VideoUnavailableError, tf.errors.OpError) as e:

@@ -204,7 +204,7 @@ class _Outputs:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def predict_video(classifier, capture: cv2.VideoCapture, name: str, options: FrameOptions,
+def predict_video(classifier, capture: cv2.VideoCapture, name: str, options: FrameOptions, *,
                   output_stem: str | None = None, output_dir: str | None = None,
                   out: TextIO = sys.stdout, live: bool = False) -> VideoSummary:
     """Reads `capture` to its end (or options.max_frames), writing a line per frame read to
