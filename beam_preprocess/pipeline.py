@@ -63,7 +63,8 @@ _MAX_BAD_FRACTION = flags.DEFINE_float(
 
 def parse_flags(argv: list[str]) -> list[str]:
     """Sets our flags from argv (argv[0] is the program); returns the Beam options, checked."""
-    flags.FLAGS.unparse_flags()  # a second run in one process must not inherit the first's flags
+    if flags.FLAGS.is_parsed():  # a second run in one process must not inherit the first's flags
+        flags.FLAGS.unparse_flags()
     beam_args = flags.FLAGS(argv, known_only=True)[1:]
     ours = [flag.name for flag in flags.FLAGS.get_flags_for_module(__name__)]
     arguments.check_beam_arguments(beam_args, [*ours, "flagfile"])
