@@ -94,9 +94,14 @@ def save_weights(model: keras.Model, path: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, posixpath.basename(path))
         model.save_weights(local)
-        tf.io.gfile.makedirs(posixpath.dirname(path))
-        tf.io.gfile.copy(local, path + ".tmp", overwrite=True)
-        tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+        copy_file(local, path)
+
+
+def copy_file(source: str, path: str) -> None:
+    """Copies a local or gs:// file to a local or gs:// path, replaced whole."""
+    tf.io.gfile.makedirs(posixpath.dirname(path))
+    tf.io.gfile.copy(source, path + ".tmp", overwrite=True)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
 def load_weights(model: keras.Model, path: str) -> None:

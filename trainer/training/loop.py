@@ -220,11 +220,12 @@ class Trainer:
             self.best_accuracy.assign(val_accuracy)
         if not self.task.is_chief:
             return
-        checkpoints.save_weights(self.plan.model, posixpath.join(self.dirs.checkpoints,
-                                                                 checkpoints.LAST_WEIGHTS))
+        last = posixpath.join(self.dirs.checkpoints, checkpoints.LAST_WEIGHTS)
+        checkpoints.save_weights(self.plan.model, last)
         if improved:
-            checkpoints.save_weights(self.plan.model, posixpath.join(self.dirs.checkpoints,
-                                                                     checkpoints.BEST_WEIGHTS))
+            # A copy, not a second serialisation of the whole network (~1 s on CPU per save).
+            checkpoints.copy_file(last, posixpath.join(self.dirs.checkpoints,
+                                                       checkpoints.BEST_WEIGHTS))
             checkpoints.write_best_info(self.dirs.checkpoints, {
                 "epoch": global_step // phase.steps_per_epoch, "phase": phase.name,
                 "step": global_step, "val_accuracy": val_accuracy, "val_loss": val_loss})
