@@ -38,8 +38,9 @@ setuptools.setup(
         "web": ["flask>=3.1,<4", "waitress>=3.0,<4", "pillow>=12,<13"],
         "cloud": ["google-cloud-aiplatform>=1.100,<2", "google-cloud-build>=3.35,<4",
                   "build>=1.2,<2", "apache-beam[gcp]>=2.77,<3"],
-        "dev": ["pytest>=8,<10", "ruff>=0.15,<1", "gcp-storage-emulator>=2024.1", "build>=1.2,<2",
-                "selenium>=4.51,<5", "requests>=2.32,<3"],
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "ruff>=0.15,<1",
+                "gcp-storage-emulator>=2024.1", "build>=1.2,<2", "selenium>=4.51,<5",
+                "requests>=2.32,<3"],
     },
     package_data={"trainer.webdemo": ["static/*"]},
 )

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from beam_preprocess.cpu_kernels import use_onednn_unless_set
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -22,6 +24,7 @@ RESULT_PREFIX = "BENCH_RESULT "
 def child_env() -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2",
                CUDA_VISIBLE_DEVICES="")
+    use_onednn_unless_set(env)  # as the project's packages do; the blog loop imports TF bare
     return {k: v for k, v in env.items() if k != "TF_CONFIG" and not k.startswith("AIP_")}
 
 

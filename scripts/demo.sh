@@ -9,7 +9,7 @@
 # DEMO_ROWS and DEMO_EPOCHS shorten the run (tests); the defaults are the README's demo.
 source "$(dirname "$0")/venv.sh"
 out="${1:-demo_output}"
-rows="${DEMO_ROWS:-6000}"
+rows="${DEMO_ROWS:-3000}"
 mkdir -p "$out"
 export TF_CPP_MIN_LOG_LEVEL=2
 

@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from beam_preprocess.cpu_kernels import use_onednn_unless_set
+
+# As every entry point does (the tests' subprocesses inherit it): oneDNN on unless the runner
+# of the suite chose, e.g. TF_ENABLE_ONEDNN_OPTS=0 to check the tolerances without it.
+use_onednn_unless_set()
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_BUCKET = "vggface-emotion-test"
 

@@ -1,0 +1,9 @@
+"""The trainer: fine-tunes the VGGFace2 ResNet-50 to read facial emotion.
+
+Importing the package turns TensorFlow's oneDNN CPU kernels on unless the user chose
+(beam_preprocess.cpu_kernels): it must happen before anything imports TensorFlow.
+"""
+
+from beam_preprocess.cpu_kernels import use_onednn_unless_set
+
+use_onednn_unless_set()

@@ -37,6 +37,7 @@ class TrainConfig:
     weights: str | None = "vggface2"  # "vggface2", a weight file path, or None (random)
     trainable_from: str = "conv5_3"
     train_top_batchnorm: bool = False
+    zero_init_residual: bool = True  # with --weights=none only
     dense_units: int = 256
     dropout: float = 0.5
     # --- schedule and optimizer
@@ -222,6 +223,11 @@ def _define_model_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("train_top_batchnorm", False, "BatchNorm above the cut uses batch "
                       "statistics in training (default: moving statistics); synchronised "
                       "across replicas when there are several.", flag_values=fv)
+    flags.DEFINE_bool("zero_init_residual", _default("zero_init_residual"), "With "
+                      "--weights=none: every residual branch starts at zero (its last "
+                      "BatchNorm's gamma is 0), so the network starts as its shortcut path and "
+                      "learns from scratch in far fewer steps (Goyal et al. 2017).",
+                      flag_values=fv)
     flags.DEFINE_integer("dense_units", _default("dense_units"), "Units of the head's hidden "
                          "Dense layer.", flag_values=fv)
     flags.DEFINE_float("dropout", _default("dropout"), "Dropout rate in the head.",

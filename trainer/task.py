@@ -56,7 +56,8 @@ class EmotionTask:
             self.manifest.num_classes, image_size=self.network_size,
             input_size=self.manifest.image_size, weights=weights,
             trainable_from=config.trainable_from, dense_units=config.dense_units,
-            dropout=config.dropout, train_top_batchnorm=config.train_top_batchnorm)
+            dropout=config.dropout, train_top_batchnorm=config.train_top_batchnorm,
+            zero_init_residual=config.zero_init_residual)
 
     def _check_targets(self) -> bool:
         if self.config.ferplus_target == "majority":

@@ -157,3 +157,32 @@ def test_keras_file_round_trip(model, tmp_path):
     faces = _faces()
     np.testing.assert_allclose(restored(faces), model(faces), rtol=1e-5, atol=1e-5)
     assert not restored.get_layer("conv5_3_3x3_bn").use_batch_statistics
+
+
+def _residual_branch_gammas(model):
+    return {name: model.get_layer(layout.keras_name(name)).gamma.numpy()
+            for name in layout.original_layer_names() if name.endswith("_1x1_increase/bn")}
+
+
+def test_zero_init_residual_starts_a_random_network_as_its_shortcut_path():
+    zeroed = build_emotion_model(7, image_size=SIZE, zero_init_residual=True)
+    gammas = _residual_branch_gammas(zeroed)
+    assert len(gammas) == 16  # one per bottleneck block: 3 + 4 + 6 + 3
+    assert all(not g.any() for g in gammas.values())
+    # The other BatchNorms (the projection shortcuts' included) keep gamma 1.
+    assert np.all(zeroed.get_layer(layout.keras_name("conv2_1_1x1_proj/bn")).gamma.numpy() == 1)
+    # Every face then leaves each block as its shortcut: the output of block conv2_2 equals
+    # its input (after the ReLU, which its input already passed).
+    block_in = keras.Model(zeroed.input, zeroed.get_layer(
+        layout.keras_name(layout.block_input_activation("conv2_2"))).output)
+    block_out = keras.Model(zeroed.input, zeroed.get_layer(
+        layout.keras_name(layout.block_input_activation("conv2_3"))).output)
+    faces = _faces(2)
+    np.testing.assert_allclose(block_out(faces), block_in(faces), atol=1e-6)
+
+
+def test_zero_init_residual_leaves_loaded_weights_alone(tmp_path):
+    path = tmp_path / "weights.h5"
+    write_keras2_file(path, random_weights(seed=3))
+    loaded = build_emotion_model(7, image_size=SIZE, weights=str(path), zero_init_residual=True)
+    assert all(g.any() for g in _residual_branch_gammas(loaded).values())

@@ -28,7 +28,7 @@ from trainer.training.optimizers import Plateau, averaged_weights, current_learn
 from trainer.training.output_dirs import OutputDirs
 from trainer.training.phases import Phase
 from trainer.training.preemption import Preempted, PreemptionWatch
-from trainer.training.progress import EpochProgress, interactive
+from trainer.training.progress import EpochProgress, RunClock, interactive
 from trainer.training.steps import Evaluator, StepSpec, TrainMetrics, train_function
 from trainer.training.strategy import Task, any_worker
 from trainer.training.summaries import SummaryWriters
@@ -95,6 +95,7 @@ class Trainer:
                                    plan.step.jit_compile)
         self.writers = SummaryWriters(dirs.logs, task.is_chief)
         self.total_epochs = sum(p.epochs for p in plan.phases)
+        self.clock = RunClock(sum(p.steps for p in plan.phases))
 
     def train(self) -> None:
         """Runs the phases; those before the newest one with a backup are already done."""
@@ -137,6 +138,7 @@ class Trainer:
                      phase.epochs, phase.steps_per_epoch, self.global_batch,
                      self.strategy.num_replicas_in_sync, phase.learning_rate,
                      phase.trainable_from, trainable)
+        self.clock.start(phase.first_step + state.done)
         iterator = iter(self._train_data(phase.first_step + state.done))
         while state.done < phase.steps:
             self._run_epoch(state, iterator, watch)
@@ -210,7 +212,7 @@ class Trainer:
             logging.info("validation loss has not improved for %d epochs: learning rate -> %g",
                          state.plateau.patience, current_learning_rate(state.optimizer))
         state.backup.save(global_step)
-        progress.end({**train_values, **validation})
+        progress.end({**train_values, **validation}, self.clock.remaining(global_step))
 
     def _save_epoch_weights(self, phase: Phase, global_step: int, val_accuracy: float,
                             val_loss: float) -> None:

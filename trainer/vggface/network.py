@@ -63,6 +63,18 @@ def _keras_batch_norm(original):
     return keras.layers.BatchNormalization(name=layout.keras_name(original))
 
 
+def zero_residual_branches(model: keras.Model) -> None:
+    """Starts every bottleneck's residual branch at zero: the gamma of its last BatchNorm
+    (`<block>_1x1_increase/bn`) set to 0, so the randomly initialised network begins as its
+    shortcut path (Goyal et al. 2017, "Accurate, Large Minibatch SGD", 5.1; torchvision's
+    `zero_init_residual`). For training from random weights only: loaded weights overwrite it.
+    """
+    for original in layout.original_layer_names():
+        if original.endswith("_1x1_increase/bn"):
+            gamma = model.get_layer(layout.keras_name(original)).gamma
+            gamma.assign(keras.ops.zeros_like(gamma))
+
+
 def build_backbone(x, batch_norm: Callable[[str], keras.layers.Layer] | None = None):
     """Applies the convolutional part of the network (conv1 .. conv5_3) to the tensor `x`.
 

@@ -38,6 +38,14 @@ def imbalanced_data(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def plain_run(imbalanced_data, tmp_path_factory):
+    """(job dir, test metrics) of one run without class weights, shared by the tests that
+    compare against it: the same training twice would only cost CI time."""
+    job_dir = tmp_path_factory.mktemp("plain")
+    return job_dir, train(imbalanced_data, job_dir, "none")
+
+
 def train(data_dir, job_dir, class_weight: str = "none", *extra: str) -> dict:
     result = run_trainer(f"--data_dir={data_dir}", f"--job_dir={job_dir}", *LEARNING_FLAGS,
                          f"--class_weight={class_weight}", *extra)
@@ -66,11 +74,11 @@ def rare_class_probability(data_dir, job_dir) -> float:
 
 @pytest.mark.slow
 def test_training_beats_chance_and_balanced_weights_raise_the_rare_class(
-        imbalanced_data, tmp_path):
-    plain = train(imbalanced_data, tmp_path / "none", "none")
+        imbalanced_data, plain_run, tmp_path):
+    plain_job, plain = plain_run
     balanced = train(imbalanced_data, tmp_path / "balanced", "balanced")
     rare = plain["class_names"][RARE]
-    plain_probability = rare_class_probability(imbalanced_data, tmp_path / "none")
+    plain_probability = rare_class_probability(imbalanced_data, plain_job)
     balanced_probability = rare_class_probability(imbalanced_data, tmp_path / "balanced")
     print(f"test accuracy {plain['accuracy']:.3f} (none), {balanced['accuracy']:.3f} "
           f"(balanced); {rare} recall {plain['per_class'][rare]['recall']:.2f} -> "
@@ -85,13 +93,13 @@ def test_training_beats_chance_and_balanced_weights_raise_the_rare_class(
 
 
 @pytest.mark.slow
-def test_a_class_sorted_split_trains_as_well_as_a_shuffled_one(imbalanced_data, tmp_path):
+def test_a_class_sorted_split_trains_as_well_as_a_shuffled_one(plain_run, tmp_path):
     """The same faces, all of class 0 first, then class 1, ... given to the shards round robin
     (what a class-sorted CSV gave the first Beam job, read back in class order): the decoded
     split is shuffled whole every epoch."""
     sorted_data = tmp_path / "sorted"
     write_data_dir(sorted_data, IMBALANCED, image_size=64, drawing="lit_faces", by_class=True)
-    shuffled = train(imbalanced_data, tmp_path / "shuffled")
+    _, shuffled = plain_run  # the same faces in shuffled rows
     in_class_order = train(sorted_data, tmp_path / "in_class_order")
     print(f"test accuracy {shuffled['accuracy']:.3f} (shuffled rows), "
           f"{in_class_order['accuracy']:.3f} (class-sorted rows)")
