@@ -47,11 +47,12 @@ def make_records(work: Path, rows: int, image_size: int, train_shards: int = 16)
     return data_dir
 
 
-def run_child(script: str, *args: str, timeout: float = 1800) -> dict:
+def run_child(script: str, *args: str, timeout: float = 1800,
+              env_overrides: dict[str, str] | None = None) -> dict:
     """Runs `python bench/SCRIPT ARGS` and returns the JSON result it printed."""
     command = [sys.executable, str(REPO_ROOT / "bench" / script), *args]
-    done = subprocess.run(command, cwd=REPO_ROOT, env=child_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(command, cwd=REPO_ROOT, env={**child_env(), **(env_overrides or {})},
+                          capture_output=True, text=True, timeout=timeout)
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             return json.loads(line.removeprefix(RESULT_PREFIX))

@@ -6,7 +6,8 @@
 # With the VGGFace2 weights (DEMO_WEIGHTS=/path/file.h5, the Keras cache, or a download that
 # answers within 10 s) it runs the mission's recipe at 224 px (configs/demo_pretrained.cfg);
 # without them, a from-scratch recipe at 48 px (configs/demo.cfg).
-# DEMO_ROWS and DEMO_EPOCHS shorten the run (tests); the defaults are the README's demo.
+# DEMO_ROWS and DEMO_EPOCHS shorten the run (tests), DEMO_SEED sets the trainer's --seed (the
+# accuracy's spread over seeds); the defaults are the README's demo.
 source "$(dirname "$0")/venv.sh"
 out="${1:-demo_output}"
 rows="${DEMO_ROWS:-3000}"
@@ -22,7 +23,7 @@ else
   recipe="random weights, 48 px, the whole network trains"
   size=48; config=configs/demo.cfg; weights_flag=()
 fi
-epochs_flag=(${DEMO_EPOCHS:+--epochs="$DEMO_EPOCHS"})
+run_flags=(${DEMO_EPOCHS:+--epochs="$DEMO_EPOCHS"} ${DEMO_SEED:+--seed="$DEMO_SEED"})
 
 echo "== 1/3 Synthetic fer2013-format CSV ($rows rows) -> $out/fer2013_synthetic.csv"
 python -m beam_preprocess.synthetic --rows "$rows" --output "$out/fer2013_synthetic.csv" --seed 0
@@ -32,7 +33,7 @@ python -m beam_preprocess --input "$out/fer2013_synthetic.csv" --output_dir "$ou
     --image_size "$size" --num_shards 8 --num_eval_shards 2 --runner DirectRunner
 
 echo "== 3/3 Training ($recipe), evaluation and export -> $out/job"
-python -m trainer --flagfile="$config" "${weights_flag[@]}" "${epochs_flag[@]}" \
+python -m trainer --flagfile="$config" "${weights_flag[@]}" "${run_flags[@]}" \
     --data_dir "$out/records" --job_dir "$out/job"
 
 python - "$out" <<'PY'

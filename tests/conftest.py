@@ -37,6 +37,28 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) 
     raise RuntimeError(f"GCS emulator did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
+# The longest files first (their totals in CI's --durations: the README's demo ~9 min, the
+# learning, distributed, end-to-end and resume tests 5-12 min each), then every other module
+# that holds end-to-end (`slow`) tests, then the rest: pytest-xdist hands out whole files in
+# this order (--no-loadscope-reorder), so no long file starts last while the other worker idles.
+LONGEST_FILES = ("tests/test_demo.py", "tests/trainer/training/test_learning.py",
+                 "tests/trainer/training/test_distributed.py", "tests/trainer/test_end_to_end.py",
+                 "tests/trainer/training/test_resume.py")
+
+
+def pytest_collection_modifyitems(items):
+    slow_modules = {item.nodeid.split("::")[0] for item in items
+                    if item.get_closest_marker("slow")}
+
+    def rank(item) -> int:
+        module = item.nodeid.split("::")[0]
+        if module in LONGEST_FILES:
+            return LONGEST_FILES.index(module)
+        return len(LONGEST_FILES) + (0 if module in slow_modules else 1)
+
+    items.sort(key=rank)  # stable: collection order within a rank
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator():
     """Starts gcp-storage-emulator on 127.0.0.1 and points every GCS client at it.

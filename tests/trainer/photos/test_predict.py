@@ -92,8 +92,10 @@ def test_keras_export_gives_the_probabilities_of_the_saved_model(classifier, exp
     _, faces = find_faces(hopper)
     from_keras = load_exported(str(export_dir.keras))
     assert from_keras.class_names == classifier.class_names == CLASS_NAMES
+    # The .keras model runs eagerly, the SavedModel as a graph: oneDNN fuses and orders their
+    # float32 sums differently (up to 1.4e-5 seen on this random, badly conditioned network).
     np.testing.assert_allclose(from_keras.probabilities(faces), classifier.probabilities(faces),
-                               atol=1e-5)
+                               atol=5e-5)
 
 
 @pytest.mark.slow
