@@ -52,41 +52,17 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
+# configs/demo.cfg's recipe (the whole network trains from random weights).
+DEMO_RECIPE = {"trainable_from": "all", "train_top_batchnorm": True, "rotation_degrees": 0.0,
+               "shift_fraction": 0.0, "zoom_fraction": 0.0, "dropout": 0.0}
+
+
 def measure_step(data_dir: str, job_dir: str, steps: int) -> dict:
-    """The demo recipe's training step (configs/demo.cfg), built by the trainer's own task."""
-    import tensorflow as tf
+    """The demo recipe's training step, built by the trainer's own task (batch 32)."""
+    from bench.train_step_bench import measure_trainer
 
-    from bench.train_step_bench import _timed
-    from trainer.config import TrainConfig
-    from trainer.data.input_pipeline import Pipeline
-    from trainer.data.manifest import load_manifest
-    from trainer.task import EmotionTask
-    from trainer.training.output_dirs import resolve_output_dirs
-    from trainer.training.steps import TrainMetrics, train_function
-    from trainer.training.strategy import create_strategy
-
-    batch = 32
-    config = TrainConfig(data_dir=data_dir, job_dir=job_dir, weights=None, head_epochs=0,
-                         epochs=1, batch_size=batch, trainable_from="all",
-                         train_top_batchnorm=True, rotation_degrees=0.0, shift_fraction=0.0,
-                         zoom_fraction=0.0, dropout=0.0)
-    strategy = create_strategy("default")
-    plan = EmotionTask(config, load_manifest(data_dir), strategy).plan(
-        resolve_output_dirs(job_dir, {}))
-    phase = plan.phases[-1]
-    plan.enter_phase(phase)
-    optimizer = plan.make_optimizer(phase)
-    optimizer.build(plan.step.model.trainable_variables)
-    metrics = TrainMetrics()
-    train_steps = train_function(strategy, plan.step, optimizer, metrics, batch)
-    iterator = iter(strategy.experimental_distribute_dataset(
-        plan.train_source.train_dataset(Pipeline(), batch, 0, 0, 2048)))
-
-    def run_steps(n):
-        train_steps(iterator, tf.constant(0, tf.int64), tf.constant(n))
-        float(metrics.loss.result())
-
-    return _timed(run_steps, steps, batch)
+    return measure_trainer(data_dir, job_dir, 32, steps, cached=False, jit_compile=False,
+                           **DEMO_RECIPE)
 
 
 def run_demo(env_overrides: dict[str, str], work: Path) -> dict:

@@ -94,8 +94,9 @@ def measure_frozen(image_size: int, batch_size: int, steps: int) -> dict:
 
 
 def measure_trainer(data_dir: str, job_dir: str, batch_size: int, steps: int, cached: bool,
-                    jit_compile: bool, previous: bool = False) -> dict:
-    """The trainer's fine-tuning step, built by its own task and step functions."""
+                    jit_compile: bool, previous: bool = False, **recipe) -> dict:
+    """The trainer's fine-tuning step, built by its own task and step functions; `recipe`:
+    TrainConfig fields other than the defaults (e.g. configs/demo.cfg's)."""
     import dataclasses
 
     import tensorflow as tf
@@ -111,7 +112,7 @@ def measure_trainer(data_dir: str, job_dir: str, batch_size: int, steps: int, ca
 
     config = TrainConfig(data_dir=data_dir, job_dir=job_dir, weights=None, head_epochs=0,
                          epochs=1, batch_size=batch_size, jit_compile=jit_compile,
-                         **(_CACHED if cached else {}))
+                         **(_CACHED if cached else {}), **recipe)
     strategy = create_strategy("default")
     manifest = load_manifest(data_dir)
     plan = EmotionTask(config, manifest, strategy).plan(resolve_output_dirs(job_dir, {}))
