@@ -3,7 +3,8 @@
 The pipeline writes shards and small result files to `<output_dir>/.staging/<run_id>/`
 (job_config.StagingFiles). This runs once, in the driver, after `wait_until_finish()`: not inside
 the pipeline, where a runner may execute a step twice (Dataflow retries work items). It is
-idempotent all the same, so that a driver that dies half-way can simply commit again:
+idempotent all the same, so that a driver that dies half-way can commit again with
+`python -m beam_preprocess.finish --output_dir OUTPUT_DIR` (finish_staged_run):
 - A shard's emptiness comes from the shard results, never from a missing file. A staged shard
   is moved into place; when its staged copy is gone (moved by an earlier commit), the
   destination must hold exactly the bytes the results describe (size and sha256), or the
@@ -29,7 +30,12 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_preprocess import class_chart
-from beam_preprocess.job_config import JobConfig, StagingFiles
+from beam_preprocess.job_config import (
+    JOB_CONFIG_FILENAME,
+    STAGING_FOLDER,
+    JobConfig,
+    StagingFiles,
+)
 from beam_preprocess.record_format import (
     BAD_ROWS_FILENAME,
     CLASS_DISTRIBUTION_FILENAME,
@@ -74,6 +80,34 @@ def finish_run(config: JobConfig) -> Manifest:
         raise
     manifest = commit(config, staged)
     _delete_tree(config.staging_dir)
+    return manifest
+
+
+def stage_job_config(config: JobConfig) -> None:
+    """Written by the driver before the pipeline runs (see StagingFiles.job_config)."""
+    _write_atomically(config.staging.job_config, config.to_json().encode(), "application/json")
+
+
+def staged_runs(output_dir: str) -> list[str]:
+    """The run ids staged in output_dir and not committed (a commit deletes its staging)."""
+    pattern = posixpath.join(output_dir, STAGING_FOLDER, "*", JOB_CONFIG_FILENAME)
+    return [posixpath.basename(posixpath.dirname(path)) for path in _matching(pattern)]
+
+
+def finish_staged_run(output_dir: str, run_id: str | None = None) -> Manifest:
+    """Commits a run whose pipeline finished but whose driver died before or during its
+    commit; run_id may be left out when only one run is staged."""
+    runs = staged_runs(output_dir)
+    if run_id is None and len(runs) == 1:
+        run_id = runs[0]
+    if run_id is None or run_id not in runs:
+        found = f"staged runs: {', '.join(runs)}" if runs else "no staged run"
+        wanted = f"run {run_id}" if run_id else ("one run (give --run_id)" if runs else "a run")
+        raise CommitError(f"{output_dir}/{STAGING_FOLDER}: looked for {wanted}, found {found}.")
+    staging = StagingFiles(posixpath.join(output_dir, STAGING_FOLDER, run_id))
+    config = JobConfig.from_json(_read(staging.job_config))
+    manifest = finish_run(config)
+    _LOG.info("Committed run %s: %s", run_id, posixpath.join(output_dir, MANIFEST_FILENAME))
     return manifest
 
 

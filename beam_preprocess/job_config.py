@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import posixpath
 import uuid
 
 from beam_preprocess.record_format import BAD_ROWS_FILENAME, CLASS_NAMES_BY_LABEL_SET, SPLITS
+
+STAGING_FOLDER = ".staging"
+JOB_CONFIG_FILENAME = "job_config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +36,12 @@ class StagingFiles:
     def dead_letter_parts(self) -> str:
         """Prefix of the JSON-lines files of bad rows, unordered, as the workers wrote them."""
         return self.path("dead_letters")
+
+    @property
+    def job_config(self) -> str:
+        """The run's JobConfig (JSON), written by the driver before the pipeline runs, so that
+        `python -m beam_preprocess.finish` can commit a run whose driver died."""
+        return self.path(JOB_CONFIG_FILENAME)
 
     @property
     def dead_letters(self) -> str:
@@ -68,8 +78,15 @@ class JobConfig:
     @property
     def staging_dir(self) -> str:
         """Where this run's files wait until the driver's commit moves them into output_dir."""
-        return posixpath.join(self.output_dir, ".staging", self.run_id)
+        return posixpath.join(self.output_dir, STAGING_FOLDER, self.run_id)
 
     @property
     def staging(self) -> StagingFiles:
         return StagingFiles(self.staging_dir)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> JobConfig:
+        return cls(**json.loads(text))

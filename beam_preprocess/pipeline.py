@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from apache_beam.runners.runner import PipelineState
 
 from beam_preprocess import arguments, csv_rows, ferplus
-from beam_preprocess.commit import finish_run
+from beam_preprocess.commit import finish_run, stage_job_config
 from beam_preprocess.gcs_emulator import skip_credential_lookup_when_emulated
 from beam_preprocess.job_config import JobConfig
 from beam_preprocess.numbered_lines import read_first_line
@@ -142,11 +142,14 @@ def run(argv: list[str]) -> None:
               config.run_id)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, config, layout)
+    stage_job_config(config)
     state = pipeline.run().wait_until_finish()
     if options.view_as(GoogleCloudOptions).template_location:
         # Only the job's description was written: no pipeline ran, there is nothing to commit.
         _LOG.warning("Template written; a job run from it leaves its output staged in %s, "
-                     "uncommitted (the commit runs in this driver).", config.staging_dir)
+                     "uncommitted: commit it with `python -m beam_preprocess.finish "
+                     "--output_dir %s --run_id %s`.", config.staging_dir, config.output_dir,
+                     config.run_id)
         return
     if state != PipelineState.DONE:
         raise RuntimeError(f"the pipeline ended in state {state}; nothing was committed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import sys
 
 from absl import flags
 
@@ -12,7 +13,7 @@ from launch.errors import load_credentials
 from launch.validation import check_region, parse_labels, require_gcs_uri
 
 USAGE = """\
-python -m launch deploy --model gs://.../export/saved_model --project P --region R \\
+python -m launch deploy --model gs://.../model --project P --region R \\
     [--machine_type n1-standard-2] [--min_replicas 1] [--max_replicas 1] \\
     [--endpoint EXISTING_ID --traffic_split new=20,DEPLOYED_MODEL_ID=80] [--dry_run]"""
 
@@ -20,7 +21,7 @@ python -m launch deploy --model gs://.../export/saved_model --project P --region
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_string("model", None, "gs:// SavedModel directory the trainer exported "
-                        "(JOB_DIR/export/saved_model).", flag_values=fv)
+                        "(JOB_DIR/model).", flag_values=fv)
     flags.DEFINE_string("project", None, "Google Cloud project ID.", flag_values=fv)
     flags.DEFINE_string("region", None, "Vertex AI region of the model and endpoint.",
                         flag_values=fv)
@@ -115,10 +116,16 @@ def main(argv: list[str]) -> int:
     if fv.dry_run:
         print(json.dumps({key: serving.to_dict(request) for key, request in requests.items()
                           if request is not None}, indent=2))
+        print(f"Dry run: not checked that {spec.artifact_uri} holds a SavedModel "
+              "(saved_model.pb); a real deploy checks before uploading.", file=sys.stderr)
         return 0
+    from google.cloud import storage
+
     from launch import registry, serving_submit
 
     credentials = load_credentials()
+    serving_submit.check_saved_model(
+        storage.Client(project=spec.project, credentials=credentials), spec.artifact_uri)
     registry.check_image_exists(
         registry.authorized_session(credentials), spec.serving_image,
         f"python -m launch image --project={spec.project} --region={spec.region} "

@@ -1,6 +1,6 @@
 """The HTTP server of the predictor image (containers/predictor.Dockerfile) on Vertex AI endpoints.
 
-    python -m launch.prediction_server [--model JOB_DIR/export/saved_model] [--port 8080]
+    python -m launch.prediction_server [--model JOB_DIR/model] [--port 8080]
 
 It follows Vertex AI's custom serving container contract (cloud.google.com/vertex-ai/docs/
 predictions/custom-container-requirements): it listens on $AIP_HTTP_PORT, answers $AIP_HEALTH_ROUTE

@@ -32,7 +32,7 @@ _MODEL_ID = re.compile(r"[a-z_][a-z0-9_-]{0,62}")
 class DeploySpec:
     project: str
     region: str
-    artifact_uri: str  # gs://.../export/saved_model
+    artifact_uri: str  # gs://.../model
     serving_image: str
     model_id: str
     display_name: str = "vggface-emotion"
@@ -103,7 +103,7 @@ def parse_traffic_split(items: list[str]) -> tuple[tuple[str, int], ...]:
 def check_spec(spec: DeploySpec) -> None:
     if not spec.artifact_uri.startswith("gs://") or spec.artifact_uri.endswith(".keras"):
         raise LaunchError(f"--model={spec.artifact_uri!r} must be the gs:// directory of an "
-                          "exported SavedModel (JOB_DIR/export/saved_model): Vertex AI copies "
+                          "exported SavedModel (JOB_DIR/model): Vertex AI copies "
                           "that directory to the serving machines.")
     if not _MODEL_ID.fullmatch(spec.model_id):
         raise LaunchError(f"--model_id={spec.model_id!r}: at most 63 lower-case letters, digits, "

@@ -8,7 +8,7 @@ from google.cloud import aiplatform_v1
 from google.protobuf import json_format
 
 from launch import serving
-from launch.errors import explained_cloud_errors
+from launch.errors import LaunchError, explained_cloud_errors
 
 UPLOAD_TIMEOUT_SECONDS = 30 * 60
 DEPLOY_TIMEOUT_SECONDS = 60 * 60  # starting the serving machines usually takes 10-20 minutes
@@ -29,6 +29,19 @@ def endpoint_client(region: str, credentials) -> aiplatform_v1.EndpointServiceCl
 
 def prediction_client(region: str, credentials) -> aiplatform_v1.PredictionServiceClient:
     return _regional(aiplatform_v1.PredictionServiceClient, region, credentials)
+
+
+def check_saved_model(storage_client, artifact_uri: str) -> None:
+    """LaunchError unless artifact_uri holds a SavedModel: Vertex AI would accept the upload
+    and fail only when the serving machines (billed) start."""
+    bucket, _, folder = artifact_uri.removeprefix("gs://").partition("/")
+    name = f"{folder.strip('/')}/saved_model.pb".lstrip("/")
+    with explained_cloud_errors(f"Reading {artifact_uri}"):
+        found = storage_client.bucket(bucket).blob(name).exists()
+    if not found:
+        raise LaunchError(f"--model={artifact_uri} holds no SavedModel (no saved_model.pb "
+                          "there). The trainer writes it to JOB_DIR/model/ (locally and on "
+                          "Vertex AI alike): --model=gs://BUCKET/.../JOB_DIR/model")
 
 
 def deploy(spec: serving.DeploySpec, *, model_client, endpoint_client,

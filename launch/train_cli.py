@@ -12,13 +12,14 @@ prebuilt Vertex AI TensorFlow images (which install our sdist) are used only whe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib
 import sys
 
 from absl import flags
 
-from launch import images, package
+from launch import images, package, trainer_flags
 from launch.errors import LaunchError, load_credentials
 from launch.validation import check_region, gcs_bucket, parse_labels, require_gcs_uri
 
@@ -142,7 +143,7 @@ def spec_from_flags(fv: flags.FlagValues, vertex, trainer_args: list[str]):
         accelerator_type=fv.accelerator_type,
         accelerator_count=fv.accelerator_count if fv.accelerator_type else 0,
         tpu_topology=fv.tpu_topology)
-    return vertex.TrainingSpec(
+    spec = vertex.TrainingSpec(
         project=fv.project,
         region=check_region(fv.region),
         display_name=fv.display_name or default_display_name(),
@@ -161,6 +162,16 @@ def spec_from_flags(fv: flags.FlagValues, vertex, trainer_args: list[str]):
         network=fv.network,
         collective_timeout_seconds=fv.collective_timeout_seconds,
     )
+    return with_checked_trainer_args(spec, vertex)
+
+
+def with_checked_trainer_args(spec, vertex):
+    """spec, once its trainer command line parses as the trainer would parse it (else
+    flags.ValidationError), with a run id when that command line starts over."""
+    config = trainer_flags.parse_trainer_args(vertex.trainer_command_args(spec))
+    if config.start_over and not config.run_id:
+        return dataclasses.replace(spec, run_id=trainer_flags.new_run_id(spec.display_name))
+    return spec
 
 
 def staging_dir_from_flags(fv: flags.FlagValues) -> str:

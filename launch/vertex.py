@@ -64,6 +64,9 @@ class TrainingSpec:
     # Multi-worker only: the trainer's --collective_timeout_seconds unless trainer_args set it,
     # so that a lost worker ends the job instead of hanging every billed replica. 0: none.
     collective_timeout_seconds: float = 600.0
+    # Names this submission for a trainer --start_over (see run_id_args): unique per
+    # submission, the same in every restart of it; empty: no --run_id.
+    run_id: str = ""
 
     @property
     def parent(self) -> str:
@@ -173,6 +176,23 @@ def collective_timeout_args(spec: TrainingSpec) -> list[str]:
     return [f"--collective_timeout_seconds={spec.collective_timeout_seconds:g}"]
 
 
+def trainer_command_args(spec: TrainingSpec) -> list[str]:
+    """The arguments of `python -m trainer` in every replica of the job."""
+    return [f"--data_dir={spec.data_dir}", f"--job_dir={spec.job_dir}",
+            *strategy_args(spec), *collective_timeout_args(spec), *run_id_args(spec),
+            *spec.trainer_args]
+
+
+def run_id_args(spec: TrainingSpec) -> list[str]:
+    """--run_id when the launcher named the submission (a --start_over job, see TrainingSpec).
+
+    Vertex AI restarts a preempted or failed replica with the job's arguments unchanged, so a
+    bare --start_over would discard the run's own backups at every restart. With a run id the
+    trainer starts over once: a rerun of the same run id resumes (trainer/run_record.py).
+    """
+    return [f"--run_id={spec.run_id}"] if spec.run_id else []
+
+
 def tensorboard_resource(spec: TrainingSpec) -> str:
     if not spec.tensorboard or spec.tensorboard.startswith("projects/"):
         return spec.tensorboard or ""
@@ -219,9 +239,7 @@ def build_custom_job(spec: TrainingSpec, package_uri: str) -> aiplatform_v1.Cust
         machine.accelerator_count = hardware.accelerator_count
     if hardware.tpu_topology:
         machine.tpu_topology = hardware.tpu_topology
-    args = [f"--data_dir={spec.data_dir}", f"--job_dir={spec.job_dir}",
-            *strategy_args(spec), *collective_timeout_args(spec), *spec.trainer_args]
-    code = _code_to_run(spec, package_uri, args)
+    code = _code_to_run(spec, package_uri, trainer_command_args(spec))
     # Pool 0 is the chief; pool 1 the other workers. Vertex AI writes TF_CONFIG from these.
     pools = [aiplatform_v1.WorkerPoolSpec(machine_spec=machine, replica_count=1, **code)]
     if spec.worker_count:

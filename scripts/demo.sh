@@ -45,7 +45,7 @@ Demo finished.
   records + manifest:  {out}/records/ (class chart: {out}/records/class_distribution.png)
   checkpoints, logs:   {out}/job/checkpoints/, {out}/job/logs/
   evaluation:          {out}/job/eval/metrics.json, {out}/job/eval/confusion_matrix.png
-  exported models:     {out}/job/export/saved_model/, {out}/job/export/model.keras
+  exported models:     {out}/job/model/, {out}/job/export/model.keras
   test accuracy:       {metrics['accuracy']:.3f} on {metrics.get('records', '?')} synthetic test faces
-Try it on a photo: python -m trainer.predict --model {out}/job/export/saved_model PHOTO.jpg""")
+Try it on a photo: python -m trainer.predict --model {out}/job/model PHOTO.jpg""")
 PY

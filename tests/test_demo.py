@@ -34,7 +34,7 @@ def check_outputs(result, out, faces: int) -> dict:
     assert int(printed[2]) == metrics["records"] == faces
     for path in ("records/manifest.json", "records/class_distribution.png",
                  "job/checkpoints/best.weights.h5", "job/eval/confusion_matrix.png",
-                 "job/export/saved_model/saved_model.pb", "job/export/model.keras"):
+                 "job/model/saved_model.pb", "job/export/model.keras"):
         assert (out / path).is_file(), path
         assert str(out / path.split("/")[0]) in result.stdout
     return metrics
@@ -60,10 +60,10 @@ def test_demo_with_weights_runs_the_pretrained_recipe_at_224px(tmp_path):
     weights = tmp_path / "rcmalli_vggface_tf_notop_resnet50.h5"
     save_vggface_h5(resnet50(include_top=False, weights=None), str(weights))
     out = tmp_path / "demo"
-    result = run_demo(out, DEMO_WEIGHTS=str(weights), DEMO_ROWS="500", DEMO_EPOCHS="1",
+    result = run_demo(out, DEMO_WEIGHTS=str(weights), DEMO_ROWS="200", DEMO_EPOCHS="1",
                       KERAS_HOME=str(tmp_path / "keras_home"))
     assert "pretrained VGGFace2 weights" in result.stdout, result.stdout[-2000:]
-    check_outputs(result, out, faces=50)
+    check_outputs(result, out, faces=20)
     assert json.loads((out / "records/manifest.json").read_text())["image_size"] == 224
     assert f"Loaded 106 VGGFace2 layers from {weights}" in result.stderr
     assert "feature cache:" in result.stderr

@@ -24,19 +24,25 @@ def main(argv):
     from trainer import job
     from trainer.data.input_pipeline import CorruptRecordError
     from trainer.serving.loader import ModelLoadError
-    from trainer.training.preemption import EXIT_PREEMPTED, Preempted
+    from trainer.training.preemption import (
+        EXIT_PREEMPTED,
+        Preempted,
+        StoppedBySigterm,
+        stop_on_sigterm_between_steps,
+    )
     from trainer.training.strategy import StrategyError
     from trainer.vggface.download import WeightsUnavailableError
     from trainer.vggface.weight_files import WeightFileError
 
     expected = (ConfigError, ManifestError, StrategyError, CorruptRecordError, ModelLoadError,
                 WeightFileError, WeightsUnavailableError, FileNotFoundError)
+    stop_on_sigterm_between_steps()
     try:
         job.run(config_from_flags())
     except expected as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Preempted as e:
+    except (Preempted, StoppedBySigterm) as e:
         print(str(e), file=sys.stderr)
         return EXIT_PREEMPTED
     return 0

@@ -82,6 +82,7 @@ class TrainConfig:
     backup_every_steps: int = 1000
     backup_every_minutes: float = 10.0
     start_over: bool = False
+    run_id: str = ""  # with start_over: a rerun of the same run id resumes instead
     # --- where and how it runs
     strategy: str = "auto"
     tpu: str | None = None
@@ -329,8 +330,11 @@ def _define_runtime_flags(fv: flags.FlagValues) -> None:
                        "it when this long has passed since the last one (0: steps only).",
                        flag_values=fv)
     flags.DEFINE_bool("start_over", False, "Discard the backups, checkpoints and outputs a "
-                      "previous run left in --job_dir and train from the start.",
-                      flag_values=fv)
+                      "previous run left in --job_dir and train from the start; with --run_id "
+                      "only if that run had another run id.", flag_values=fv)
+    flags.DEFINE_string("run_id", "", "Names this run for --start_over, so that a restart with "
+                        "the same arguments (a Vertex AI preemption) resumes instead of starting "
+                        "over again; `launch train` sets it.", flag_values=fv)
     flags.DEFINE_enum("strategy", _default("strategy"), STRATEGY_CHOICES, "auto: TPU if --tpu,"
                       " MirroredStrategy on >1 GPU, else default.", flag_values=fv)
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address ('local' on a TPU VM).",

@@ -1,6 +1,6 @@
 """TFLite and ONNX models of an export, each checked against it.
 
-    python -m trainer.export_mobile --model JOB_DIR/export/saved_model --output JOB_DIR/export \
+    python -m trainer.export_mobile --model JOB_DIR/model --output JOB_DIR/export \
         [--formats tflite,onnx] [--int8 --data_dir PREPROCESSED_DIR]
 
 Writes model.tflite (float32), model.onnx and, with --int8, model_int8.tflite (calibrated on

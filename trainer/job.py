@@ -71,14 +71,17 @@ def _guard_resume(config: TrainConfig, emotion: EmotionTask, dirs: OutputDirs, t
     """Stops a rerun whose settings differ from the job_dir's run (see trainer/run_record);
     every worker reads the record before the chief writes it."""
     if config.start_over and task.is_chief:
-        run_record.discard_previous_run(dirs, config.job_dir)
+        if run_record.started_by(config.job_dir, config.run_id):
+            logging.info("run %s started over already: resuming it", config.run_id)
+        else:
+            run_record.discard_previous_run(dirs, config.job_dir)
     wait_for_other_workers(strategy)
     settings = run_record.run_settings(config, data_digest(emotion.manifest),
                                        emotion.replicas, emotion.steps_per_epoch)
     run_record.check(dirs, config.job_dir, settings, emotion.replicas)
     wait_for_other_workers(strategy)
     if task.is_chief:
-        run_record.record(config.job_dir, settings)
+        run_record.record(config.job_dir, settings, config.run_id)
 
 
 def _restore_best(model: keras.Model, dirs: OutputDirs, strategy) -> None:

@@ -1,6 +1,6 @@
 """Read the emotions of the faces in photos, videos or a camera with an exported model.
 
-    python -m trainer.predict --model JOB_DIR/export/saved_model PHOTO_OR_VIDEO_OR_DIR...
+    python -m trainer.predict --model JOB_DIR/model PHOTO_OR_VIDEO_OR_DIR...
         [--output DIR] [--detector mtcnn|haar] [--every_n_frames N]
     python -m trainer.predict --model ... --camera 0 --output DIR [--max_frames N]
 
@@ -34,7 +34,7 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
     flags.DEFINE_multi_string(
         "model", None, "Exported model (repeat for an ensemble: the mean probabilities): "
-        "JOB_DIR/export/saved_model (directory), model.keras, model.tflite or model.onnx; "
+        "JOB_DIR/model (directory), model.keras, model.tflite or model.onnx; "
         "local or gs://.")
     flags.DEFINE_string("output", None, "Directory (local or gs://) for the annotated photos "
                         "(PNG) and, per video, its .jsonl, .csv timeline and annotated .mp4.")

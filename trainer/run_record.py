@@ -6,6 +6,11 @@ global batch, the schedule, the recipe. `job_dir/run.json` keeps those settings;
 whose settings differ stops with the differences named, before anything is written, and
 `--start_over` discards the old run's backups, checkpoints and outputs instead.
 
+A cloud job is restarted with its arguments unchanged (a Vertex AI Spot preemption, a worker
+restart), so `--start_over` alone would start over at every restart. With `--run_id` (which
+`launch train` sets) the record keeps the id of the run that started over, and a restart of
+that run resumes: a run starts over once.
+
 Settings that do not change what is trained may differ on a rerun: where and how it runs
 (strategy, devices, XLA, steps per execution, backup intervals, timeouts), the final
 evaluation's test-time augmentation, and the feature cache's placement.
@@ -23,10 +28,11 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.training.output_dirs import OutputDirs
 
 RUN_RECORD_FILENAME = "run.json"
+RUN_ID_KEY = "run_id"  # beside the settings in run.json; never compared
 RESUMABLE_CHANGES = frozenset({
     "data_dir", "job_dir", "strategy", "tpu", "logical_cpu_devices", "jit_compile",
     "steps_per_execution", "backup_every_steps", "backup_every_minutes", "start_over",
-    "collective_timeout_seconds", "tta", "tta_crop_fraction", "cache_memory_gb",
+    "collective_timeout_seconds", "tta", "run_id", "tta_crop_fraction", "cache_memory_gb",
     "cache_dtype", "cache_features", "data_in_memory_gb", "batch_size",
 })
 
@@ -66,11 +72,10 @@ def has_previous_run(dirs: OutputDirs) -> bool:
 def check(dirs: OutputDirs, job_dir: str, settings: dict, replicas: int) -> None:
     """Raises ConfigError when job_dir holds a run (backups or checkpoints) with other
     settings."""
-    path = posixpath.join(job_dir, RUN_RECORD_FILENAME)
-    if not (has_previous_run(dirs) and tf.io.gfile.exists(path)):
+    before = _recorded(job_dir) if has_previous_run(dirs) else None
+    if before is None:
         return
-    with tf.io.gfile.GFile(path) as f:
-        before = json.load(f)
+    before.pop(RUN_ID_KEY, None)
     differences = _differences(before, settings)
     if differences:
         raise ConfigError(
@@ -80,11 +85,25 @@ def check(dirs: OutputDirs, job_dir: str, settings: dict, replicas: int) -> None
             "from the start, or choose another --job_dir.")
 
 
-def record(job_dir: str, settings: dict) -> None:
-    """Writes the settings the job_dir's run trains with (the chief does)."""
+def record(job_dir: str, settings: dict, run_id: str = "") -> None:
+    """Writes the settings the job_dir's run trains with, and its run id (the chief does)."""
     tf.io.gfile.makedirs(job_dir)
     with tf.io.gfile.GFile(posixpath.join(job_dir, RUN_RECORD_FILENAME), "w") as f:
-        f.write(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        f.write(json.dumps({**settings, RUN_ID_KEY: run_id}, indent=2, sort_keys=True) + "\n")
+
+
+def _recorded(job_dir: str) -> dict | None:
+    path = posixpath.join(job_dir, RUN_RECORD_FILENAME)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def started_by(job_dir: str, run_id: str) -> bool:
+    """Whether job_dir's run is the run named run_id (never for an empty id)."""
+    recorded = _recorded(job_dir)
+    return bool(run_id) and recorded is not None and recorded.get(RUN_ID_KEY) == run_id
 
 
 def discard_previous_run(dirs: OutputDirs, job_dir: str) -> None:

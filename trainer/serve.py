@@ -1,6 +1,6 @@
 """The live web demo: upload photos or a webcam snapshot, see each face's emotions.
 
-    python -m trainer.serve --model JOB_DIR/export/saved_model [--port 8080] [--host 127.0.0.1]
+    python -m trainer.serve --model JOB_DIR/model [--port 8080] [--host 127.0.0.1]
 
 --model is any export (SavedModel directory, model.keras, .tflite, .onnx; local or gs://).
 Open http://HOST:PORT/ in a browser; the JSON API is POST /predict (trainer/webdemo/app.py).

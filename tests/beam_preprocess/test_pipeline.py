@@ -337,3 +337,49 @@ def test_gcs_input_and_output(gcs_emulator, gcs_client, good_csv, job_output):
     for shard in Path(job_output).glob("*.tfrecord"):
         assert bucket.blob(f"records/{shard.name}").download_as_bytes() == shard.read_bytes()
     assert not [n for n in names if "/.staging/" in n and not n.endswith("/")]
+
+
+DRIVER_DIES_BEFORE_COMMIT = """
+import sys
+from beam_preprocess import __main__ as command, pipeline
+
+def driver_dies(config):
+    sys.exit(137)
+
+pipeline.finish_run = driver_dies
+sys.argv = ["beam_preprocess", *sys.argv[1:]]
+sys.exit(command.main())
+"""
+
+
+def finish(*args):
+    return subprocess.run([sys.executable, "-m", "beam_preprocess.finish", *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+
+def test_a_run_whose_driver_died_before_its_commit_is_committed_by_finish(
+        good_csv, job_output, tmp_path):
+    output_dir = tmp_path / "records"
+    died = subprocess.run(
+        [sys.executable, "-c", DRIVER_DIES_BEFORE_COMMIT, "--runner", "DirectRunner",
+         "--input", str(good_csv), "--output_dir", str(output_dir), "--max_bad_fraction",
+         "0.05", *SHARD_FLAGS], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert died.returncode == 137, died.stderr[-3000:]
+    assert not (output_dir / MANIFEST_FILENAME).exists()
+    [staged] = (output_dir / ".staging").iterdir()
+
+    done = finish("--output_dir", str(output_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Committed run {staged.name}" in done.stderr
+    local = json.loads((Path(job_output) / MANIFEST_FILENAME).read_text())
+    assert json.loads((output_dir / MANIFEST_FILENAME).read_text())["splits"] == local["splits"]
+    for shard in Path(job_output).glob("*.tfrecord"):
+        assert (output_dir / shard.name).read_bytes() == shard.read_bytes()
+    assert not list((output_dir / ".staging").iterdir())
+
+    again = finish("--output_dir", str(output_dir), "--run_id", staged.name)
+    assert again.returncode == 2
+    assert f"looked for run {staged.name}, found no staged run" in again.stderr
+    assert "Traceback" not in again.stderr

@@ -20,7 +20,7 @@ from launch.errors import LaunchError
 
 PROJECT, REGION = "my-project", "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
-EXPORT = "gs://fer-bucket/runs/run1/export/saved_model"
+EXPORT = "gs://fer-bucket/runs/run1/model"
 PREDICTOR = f"{REGION}-docker.pkg.dev/{PROJECT}/vggface-emotion/predictor:0.1.0"
 DEPLOY = ["--project=my-project", "--region=us-central1", f"--model={EXPORT}",
           "--model_id=emotion-v1", "--endpoint_id=emotion-ep"]
@@ -30,7 +30,7 @@ CLASS_NAMES = ["angry", "happy", "sad"]
 def deploy_dry_run(capsys, *args) -> dict:
     assert main(["launch", "deploy", *DEPLOY, *args, "--dry_run"]) == 0
     captured = capsys.readouterr()
-    assert captured.err == ""
+    assert captured.err.startswith(f"Dry run: not checked that {EXPORT} holds a SavedModel")
     return json.loads(captured.out)
 
 
@@ -171,6 +171,17 @@ def test_deploy_sends_the_three_requests_in_order():
                      ("deploy_model", serving.deploy_model_request(spec))]
     assert deployed.deployed_model.id == "777"
     assert f"Deployed model 777 on {PARENT}/endpoints/emotion-ep" in lines
+
+
+def test_deploy_refuses_an_artifact_without_a_saved_model(gcs_emulator, gcs_client):
+    """Vertex AI would take the upload and fail only when the billed machines start."""
+    run = f"gs://{gcs_emulator}/runs/run1"
+    gcs_client.bucket(gcs_emulator).blob("runs/run1/model/saved_model.pb").upload_from_string(b"x")
+    serving_submit.check_saved_model(gcs_client, f"{run}/model")
+    serving_submit.check_saved_model(gcs_client, f"{run}/model/")
+    with pytest.raises(LaunchError, match=r"--model=.*/runs/run1/export holds no SavedModel "
+                       r"\(no saved_model.pb there\). The trainer writes it to JOB_DIR/model/"):
+        serving_submit.check_saved_model(gcs_client, f"{run}/export")
 
 
 # --- the predictor's server --------------------------------------------------------------------

@@ -44,9 +44,9 @@ def test_a_run_writes_checkpoints_logs_metrics_and_exports(trained_job):
     _, job, manifest = trained_job
     for name in ("checkpoints/last.weights.h5", "checkpoints/best.weights.h5",
                  "checkpoints/best.json", "eval/metrics.json", "eval/confusion_matrix.png",
-                 "export/saved_model/saved_model.pb", "export/model.keras",
-                 "export/labels.json", "backup/head/checkpoint", "backup/fine_tune/checkpoint",
-                 "run.json"):
+                 "model/saved_model.pb", "export/model.keras",
+                 "export/labels.json", "checkpoints/backup/head/checkpoint",
+                 "checkpoints/backup/fine_tune/checkpoint", "run.json"):
         assert (job / name).is_file(), name
     metrics = json.loads((job / "eval/metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["tta"] == "ten_crop"
@@ -110,7 +110,7 @@ def test_saved_model_given_raw_48px_faces_gives_what_training_computed_on_record
     faces = np.stack([draw_face(label, rng) for label in range(7)]).astype(np.uint8)
     np.save(tmp_path / "faces.npy", faces)
     served = subprocess.run(
-        [sys.executable, "-c", SERVE_IN_FRESH_PROCESS, str(job / "export/saved_model"),
+        [sys.executable, "-c", SERVE_IN_FRESH_PROCESS, str(job / "model"),
          str(tmp_path / "faces.npy"), str(tmp_path / "out.json")],
         cwd=REPO_ROOT, env=trainer_env(), capture_output=True, text=True, timeout=300)
     assert served.returncode == 0, served.stderr[-3000:]
@@ -136,7 +136,7 @@ def test_saved_model_given_raw_48px_faces_gives_what_training_computed_on_record
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_path", ["export/saved_model", "export/model.keras"])
+@pytest.mark.parametrize("model_path", ["model", "export/model.keras"])
 def test_evaluate_cli_reproduces_the_job_metrics_from_an_export(trained_job, tmp_path,
                                                                 model_path):
     data, job, _ = trained_job
@@ -223,7 +223,7 @@ def test_cached_features_train_a_full_model_whose_validation_accuracy_they_repor
     # full model's accuracy on the validation faces.
     best = json.loads((job / "checkpoints/best.json").read_text())
     evaluated = subprocess.run(
-        [sys.executable, "-m", "trainer.evaluate", f"--model={job / 'export/saved_model'}",
+        [sys.executable, "-m", "trainer.evaluate", f"--model={job / 'model'}",
          f"--data_dir={data}", "--split=validation", f"--output={tmp_path / 'eval'}"],
         cwd=REPO_ROOT, env=trainer_env(), capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -23,8 +23,8 @@ def test_a_changed_replica_count_is_refused_with_the_batch_that_keeps_the_global
     dirs = resolve_output_dirs(str(tmp_path), {})
     run_record.record(str(tmp_path), settings(replicas=2, batch_size=32))
     run_record.check(dirs, str(tmp_path), settings(replicas=4, batch_size=32), 4)  # no backup
-    (tmp_path / "backup" / "head").mkdir(parents=True)
-    (tmp_path / "backup" / "head" / "checkpoint").write_text("x")
+    (tmp_path / "checkpoints" / "backup" / "head").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "backup" / "head" / "checkpoint").write_text("x")
     with pytest.raises(ConfigError) as refused:
         run_record.check(dirs, str(tmp_path), settings(replicas=4, batch_size=32), 4)
     message = str(refused.value)
@@ -35,7 +35,7 @@ def test_a_changed_replica_count_is_refused_with_the_batch_that_keeps_the_global
 
 def test_start_over_discards_the_previous_run_but_keeps_the_feature_cache(tmp_path):
     dirs = resolve_output_dirs(str(tmp_path), {})
-    for name in ("backup/head", "checkpoints", "logs/train", "eval", "export/saved_model",
+    for name in ("checkpoints/backup/head", "logs/train", "eval", "model",
                  "cache/train"):
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "f").write_text("x")

@@ -29,9 +29,10 @@ from beam_preprocess.record_format import SOURCE_IMAGE_SIZE, resize_faces
 from trainer.data.augmentation import TestTimeAugmentation
 from trainer.vggface.layers import VGGFace2Preprocess
 
-SAVED_MODEL_NAME = "saved_model"
 KERAS_MODEL_FILENAME = "model.keras"
 LABELS_FILENAME = "labels.json"
+# Beside an export while it is written / while it is being replaced.
+STAGED_SUFFIX, RETIRED_SUFFIX = ".new", ".old"
 
 
 def raw_faces_to_records(faces: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -104,23 +105,53 @@ def network_size(model: keras.Model) -> int:
 
 def export_saved_model(model: keras.Model, class_names: list[str], path: str,
                        tta: TestTimeAugmentation | None = None) -> None:
-    """Writes the serving SavedModel to `path` (local or gs://), replacing an older one."""
-    if tf.io.gfile.exists(path):
-        tf.io.gfile.rmtree(path)
-    serving_archive(model, class_names, tta).write_out(path, verbose=False)
+    """Writes the serving SavedModel to `path` (local or gs://), replacing an older one only
+    once the new one is whole: a job stopped while exporting leaves the previous export."""
+    path = path.rstrip("/")
+    staged = path + STAGED_SUFFIX
+    _finish_interrupted_swap(path)
+    _remove(staged)
+    serving_archive(model, class_names, tta).write_out(staged, verbose=False)
+    _swap_in(staged, path)
 
 
 def export_keras(model: keras.Model, class_names: list[str], export_dir: str) -> str:
-    """Writes model.keras and labels.json to `export_dir` (local or gs://)."""
+    """Writes model.keras and labels.json to `export_dir` (local or gs://), each written
+    beside its target and renamed over it when whole."""
     tf.io.gfile.makedirs(export_dir)
+    target = posixpath.join(export_dir, KERAS_MODEL_FILENAME)
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, KERAS_MODEL_FILENAME)
         model.save(local)
-        target = posixpath.join(export_dir, KERAS_MODEL_FILENAME)
-        tf.io.gfile.copy(local, target, overwrite=True)
+        tf.io.gfile.copy(local, target + STAGED_SUFFIX, overwrite=True)
+    tf.io.gfile.rename(target + STAGED_SUFFIX, target, overwrite=True)
     labels = {"class_names": list(class_names), "image_size": input_size(model),
               "network_image_size": network_size(model),
               "source_image_size": SOURCE_IMAGE_SIZE, "output": "logits"}
-    with tf.io.gfile.GFile(posixpath.join(export_dir, LABELS_FILENAME), "w") as f:
+    labels_path = posixpath.join(export_dir, LABELS_FILENAME)
+    with tf.io.gfile.GFile(labels_path + STAGED_SUFFIX, "w") as f:
         f.write(json.dumps(labels, indent=2) + "\n")
+    tf.io.gfile.rename(labels_path + STAGED_SUFFIX, labels_path, overwrite=True)
     return target
+
+
+def _remove(path: str) -> None:
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path) if tf.io.gfile.isdir(path) else tf.io.gfile.remove(path)
+
+
+def _swap_in(staged: str, path: str) -> None:
+    """The old export steps aside, the staged one takes its name, the old one goes."""
+    retired = path + RETIRED_SUFFIX
+    _remove(retired)
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.rename(path, retired)
+    tf.io.gfile.rename(staged, path)
+    _remove(retired)
+
+
+def _finish_interrupted_swap(path: str) -> None:
+    """A job stopped between the two renames of _swap_in left the export only as retired."""
+    retired = path + RETIRED_SUFFIX
+    if not tf.io.gfile.exists(path) and tf.io.gfile.exists(retired):
+        tf.io.gfile.rename(retired, path)

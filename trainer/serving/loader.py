@@ -77,7 +77,7 @@ def _load_local(local: str, path: str) -> ExportedModel:
     if os.path.isfile(os.path.join(local, "saved_model.pb")):
         return _load_saved_model(local)
     raise ModelLoadError(f"{path}: neither a .keras, .tflite or .onnx file nor a SavedModel "
-                         "directory (expected JOB_DIR/export/saved_model, "
+                         "directory (expected JOB_DIR/model, "
                          "JOB_DIR/export/model.keras or a trainer.export_mobile output)")
 
 

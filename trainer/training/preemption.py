@@ -26,6 +26,29 @@ class Preempted(Exception):  # noqa: N818 - an event, not an error
         self.step = step
 
 
+class StoppedBySigterm(Exception):  # noqa: N818 - an event, not an error
+    """SIGTERM outside the training loop (decoding, caching, evaluation, export)."""
+
+    def __init__(self):
+        super().__init__("stopped by SIGTERM outside training (what was being written is "
+                         "left unfinished and will be redone; the previous export, backups "
+                         "and caches are intact); rerun the same command to finish")
+
+
+def stop_on_sigterm_between_steps() -> None:
+    """SIGTERM raises StoppedBySigterm in the main thread at the next Python instruction.
+
+    Outside the loop (which saves a backup instead, see PreemptionWatch) nothing is worth
+    saving, and everything written is safe to abandon: feature caches are marked complete
+    last, exports are written beside their target and swapped in whole.
+    """
+    def stop(signum, frame):
+        del signum, frame
+        raise StoppedBySigterm()
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 class PreemptionWatch:
     """Catches SIGTERM while training (restores the previous handler on `close`)."""
 

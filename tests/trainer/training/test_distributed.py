@@ -51,7 +51,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(data_dir, tmp_path):
     assert training["replicas"] == 2
     assert training["global_batch_size"] == 2 * PER_REPLICA_BATCH
     assert training["total_steps"] == 2 * (28 // 8)
-    assert (tmp_path / "export/saved_model/saved_model.pb").is_file()
+    assert (tmp_path / "model/saved_model.pb").is_file()
 
 
 def free_ports(count: int) -> list[int]:
@@ -100,7 +100,7 @@ def test_multi_worker_mirrored_strategy_trains_and_only_the_chief_exports(data_d
     assert metrics["training"]["replicas"] == 2
     assert metrics["training"]["total_steps"] == 2 * (28 // 8)
     assert np.sum(metrics["confusion_matrix"]) == 7  # every test face once, none twice
-    assert (job / "export/saved_model/saved_model.pb").is_file()
+    assert (job / "model/saved_model.pb").is_file()
     assert "exported" in texts[0] and "exported" not in texts[1]
     assert not list(job.rglob("workertemp_*"))  # the worker's backup copies stayed local
 
@@ -116,7 +116,7 @@ def test_a_worker_killed_mid_epoch_ends_the_job_and_the_restarted_job_resumes(tm
     total = 4 * (56 // 8)
     first = start_workers(args, [tmp_path / "first0.log", tmp_path / "first1.log"])
     deadline = time.monotonic() + 600
-    while not (job / "backup/fine_tune/checkpoint").exists():
+    while not (job / "checkpoints/backup/fine_tune/checkpoint").exists():
         assert all(p.poll() is None for p in first), (tmp_path / "first0.log").read_text()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -133,7 +133,8 @@ def test_a_worker_killed_mid_epoch_ends_the_job_and_the_restarted_job_resumes(tm
     assert all(resumed) and resumed[0].group(1) == resumed[1].group(1)
     training = json.loads((job / "eval/metrics.json").read_text())["training"]
     assert training["total_steps"] == total
-    assert 'model_checkpoint_path: "ckpt-28"' in (job / "backup/fine_tune/checkpoint").read_text()
+    final_backup = (job / "checkpoints/backup/fine_tune/checkpoint").read_text()
+    assert 'model_checkpoint_path: "ckpt-28"' in final_backup
 
 
 @pytest.mark.slow
@@ -161,7 +162,7 @@ def test_multi_step_chunks_with_xla_back_up_resume_and_match_single_steps(tmp_pa
                                  env=trainer_env(), stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 600
-            while not (job / "backup/fine_tune/checkpoint").exists():
+            while not (job / "checkpoints/backup/fine_tune/checkpoint").exists():
                 assert first.poll() is None, (tmp_path / "chunked.log").read_text()[-3000:]
                 assert time.monotonic() < deadline
                 time.sleep(0.05)

@@ -1,13 +1,14 @@
 """The trainer learns: class weights help the rare class, a class-sorted split trains as a
 shuffled one does, and the recipe's options (soft labels, Mixup/CutMix, EMA) learn too.
 
-Learning the synthetic expressions from random weights takes the demo's 4,800 faces x 8 epochs
-(tests/test_demo.py). Here, in a few epochs of a few hundred faces, the faces carry a stronger
-class cue: their brightness band (tests/support/trainer_data.draw_lit_face), and the whole
-network trains (--trainable_from=all). Measured on this 2-core CPU before the data path moved
-to the device: test accuracy 0.53-0.70 (chance 0.14); with --class_weight=balanced the mean
-probability of the rare class on its own test faces went from 0.015-0.042 to 0.42-0.61 (four
-runs), its recall from 0.00 to 0.13-1.00 (six runs).
+Learning the synthetic expressions from random weights takes the demo's 2,400 faces x 6 epochs
+(tests/test_demo.py). Here, in a few epochs of a few hundred 48 px faces, the faces carry a
+stronger class cue: their brightness band (tests/support/trainer_data.draw_lit_face), and the
+whole network trains (--trainable_from=all). Measured on a 2-core CPU at 64 px before the data
+path moved to the device: test accuracy 0.53-0.70 (chance 0.14); with --class_weight=balanced
+the mean probability of the rare class on its own test faces went from 0.015-0.042 to 0.42-0.61
+(four runs), its recall from 0.00 to 0.13-1.00 (six runs). At 48 px (to save CI time), one run:
+accuracy 0.60 / 0.59 balanced, that probability 0.013 -> 0.19, class-sorted rows 0.50.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ IMBALANCED = {"train": [48] * 6 + [4], "validation": balanced_counts(6),
 @pytest.fixture(scope="module")
 def imbalanced_data(tmp_path_factory):
     path = tmp_path_factory.mktemp("lit_faces")
-    write_data_dir(path, IMBALANCED, image_size=64, drawing="lit_faces")
+    write_data_dir(path, IMBALANCED, image_size=48, drawing="lit_faces")
     return path
 
 
@@ -98,7 +99,7 @@ def test_a_class_sorted_split_trains_as_well_as_a_shuffled_one(plain_run, tmp_pa
     (what a class-sorted CSV gave the first Beam job, read back in class order): the decoded
     split is shuffled whole every epoch."""
     sorted_data = tmp_path / "sorted"
-    write_data_dir(sorted_data, IMBALANCED, image_size=64, drawing="lit_faces", by_class=True)
+    write_data_dir(sorted_data, IMBALANCED, image_size=48, drawing="lit_faces", by_class=True)
     _, shuffled = plain_run  # the same faces in shuffled rows
     in_class_order = train(sorted_data, tmp_path / "in_class_order")
     print(f"test accuracy {shuffled['accuracy']:.3f} (shuffled rows), "
@@ -113,7 +114,7 @@ def test_training_on_vote_distributions_learns(tmp_path):
     --ferplus_target=distribution trains on the votes; evaluation scores the majority label."""
     data = tmp_path / "votes"
     write_data_dir(data, {"train": [48] * 7, "validation": balanced_counts(6),
-                          "test": balanced_counts(15)}, image_size=64, drawing="lit_faces",
+                          "test": balanced_counts(15)}, image_size=48, drawing="lit_faces",
                    votes=True)
     metrics = train(data, tmp_path / "job", "none", "--ferplus_target=distribution")
     print(f"test accuracy {metrics['accuracy']:.3f} on the majority labels")

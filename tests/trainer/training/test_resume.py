@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -30,7 +31,7 @@ TOTAL_STEPS = (HEAD_EPOCHS + FINE_TUNE_EPOCHS) * STEPS_PER_EPOCH
 def wait_for(path, process, timeout=300.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
-        assert process.poll() is None, "the trainer ended before fine-tuning saved a backup"
+        assert process.poll() is None, f"the trainer ended before {path} appeared"
         assert time.monotonic() < deadline, f"{path} did not appear within {timeout}s"
         time.sleep(0.02)
 
@@ -47,7 +48,7 @@ def test_a_job_killed_while_fine_tuning_resumes_and_ends_at_the_same_step(tmp_pa
         first = subprocess.Popen(trainer_command(*args), cwd=REPO_ROOT, env=trainer_env(),
                                  stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(job / "backup/fine_tune/checkpoint", first)
+            wait_for(job / "checkpoints/backup/fine_tune/checkpoint", first)
             first.kill()  # SIGKILL: no handler, no cleanup
         finally:
             first.kill()
@@ -67,7 +68,7 @@ def test_a_job_killed_while_fine_tuning_resumes_and_ends_at_the_same_step(tmp_pa
     assert training["total_steps"] == TOTAL_STEPS
     assert training["steps_run_by_last_process"] == (
         FINE_TUNE_EPOCHS * STEPS_PER_EPOCH - restored_step)
-    final_backup = (job / "backup/fine_tune/checkpoint").read_text()
+    final_backup = (job / "checkpoints/backup/fine_tune/checkpoint").read_text()
     assert f'model_checkpoint_path: "ckpt-{TOTAL_STEPS}"' in final_backup
 
 
@@ -85,7 +86,7 @@ def test_sigterm_saves_a_backup_at_that_step_and_the_rerun_resumes_it(tmp_path):
                                  stdout=log, stderr=subprocess.STDOUT)
         try:
             # The head phase's epoch-end backup: fine-tuning is starting.
-            wait_for(job / "backup/head/checkpoint", first)
+            wait_for(job / "checkpoints/backup/head/checkpoint", first)
             first.send_signal(signal.SIGTERM)
             code = first.wait(timeout=300)
         finally:
@@ -97,7 +98,7 @@ def test_sigterm_saves_a_backup_at_that_step_and_the_rerun_resumes_it(tmp_path):
     step = int(stopped.group(1))
     assert STEPS_PER_EPOCH <= step < TOTAL_STEPS
     phase = "head" if step == STEPS_PER_EPOCH else "fine_tune"
-    assert (job / f"backup/{phase}/ckpt-{step}.index").is_file()
+    assert (job / f"checkpoints/backup/{phase}/ckpt-{step}.index").is_file()
 
     second = run_trainer(*args)
     assert second.returncode == 0, second.stderr[-4000:]
@@ -127,3 +128,40 @@ def test_a_rerun_with_other_settings_is_refused_with_the_differences_named(tmp_p
     again = run_trainer(*args, change, "--start_over")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed" not in again.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_while_exporting_keeps_the_previous_export_and_the_rerun_finishes(tmp_path):
+    """The new SavedModel is written beside the old one and swapped in whole: a job stopped
+    while exporting exits 143 with one line, the old export still loads, the rerun replaces
+    it."""
+    data, job = tmp_path / "records", tmp_path / "job"
+    write_data_dir(data, {"train": balanced_counts(2), "validation": balanced_counts(1),
+                          "test": balanced_counts(1)}, image_size=32, num_shards=1)
+    args = (f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS, "--head_epochs=0",
+            "--epochs=1")
+    assert run_trainer(*args).returncode == 0
+    exported = (job / "model/saved_model.pb").stat().st_mtime_ns
+
+    with open(tmp_path / "second.log", "w") as log:
+        second = subprocess.Popen(trainer_command(*args), cwd=REPO_ROOT, env=trainer_env(),
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(job / "model.new", second)  # the rerun (nothing left to train) exports
+            second.send_signal(signal.SIGTERM)
+            code = second.wait(timeout=300)
+        finally:
+            second.kill()
+    log_text = (tmp_path / "second.log").read_text()
+    assert code == EXIT_PREEMPTED, log_text[-3000:]
+    assert "stopped by SIGTERM outside training" in log_text and "Traceback" not in log_text
+    assert (job / "model/saved_model.pb").stat().st_mtime_ns == exported
+    check_loads = subprocess.run(
+        [sys.executable, "-c", "import sys, tensorflow as tf; tf.saved_model.load(sys.argv[1])",
+         str(job / "model")], env=trainer_env(), capture_output=True, text=True, timeout=300)
+    assert check_loads.returncode == 0, check_loads.stderr[-2000:]
+
+    third = run_trainer(*args)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert (job / "model/saved_model.pb").stat().st_mtime_ns > exported
+    assert not (job / "model.new").exists() and not (job / "model.old").exists()
