@@ -27,7 +27,7 @@ from launch.validation import check_region
 USAGE = """\
 python -m launch predict --endpoint ENDPOINT --project P --region R PHOTO_OR_DIR... \\
     [--batch_size 32] [--dry_run]"""
-_DECIMALS = 4
+_DECIMALS = 6  # as the prediction server rounds: the two commands print the same numbers
 MAX_BATCH = 64  # a face is ~16 kB of request JSON; Vertex AI takes at most 1.5 MB per request
 
 

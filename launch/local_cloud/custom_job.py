@@ -99,7 +99,7 @@ class Replica:
         return self.log_path.read_text()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -153,7 +153,7 @@ class LocalCustomJob:
                and k not in ("TF_CONFIG", "CLUSTER_SPEC")}
         env.update(_output_env(spec, buckets))
         pools = list(spec.worker_pool_specs)
-        addresses = [[f"127.0.0.1:{_free_port()}" for _ in range(pool.replica_count)]
+        addresses = [[f"127.0.0.1:{free_port()}" for _ in range(pool.replica_count)]
                      for pool in pools]
         several = sum(len(a) for a in addresses) > 1
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from trainer.photos.files import UnreadablePhotoError, expand_photo_paths, read_
 EXIT_OK = 0
 EXIT_UNREADABLE = 1
 EXIT_USAGE = 2
-_DECIMALS = 4
+_DECIMALS = 6  # as the prediction server rounds: the two commands print the same numbers
 
 
 @dataclasses.dataclass
