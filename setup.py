@@ -29,13 +29,14 @@ setuptools.setup(
         "opencv-python-headless>=4.14,<5",  # 5.x removed the Haar face detector
         "matplotlib>=3.8,<4",  # the class chart and the confusion-matrix picture
         "mtcnn>=1.0,<2",  # the default face detector; its weights ship in the wheel
+        "pillow>=12,<13",  # photo headers: sizes checked before any pixel is decoded
     ],
     extras_require={
         # The Beam job's driver (a Dataflow worker image has Beam already).
         "preprocess": ["apache-beam[gcp]>=2.77,<3"],
         "mobile": ["ai-edge-litert>=2.3,<3", "tf2onnx>=1.17,<2", "onnx>=1.23,<2",
                    "onnxruntime>=1.32,<2"],
-        "web": ["flask>=3.1,<4", "waitress>=3.0,<4", "pillow>=12,<13"],
+        "web": ["flask>=3.1,<4", "waitress>=3.0,<4"],
         "cloud": ["google-cloud-aiplatform>=1.100,<2", "google-cloud-build>=3.35,<4",
                   "build>=1.2,<2", "apache-beam[gcp]>=2.77,<3"],
         "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "ruff>=0.15,<1",

@@ -362,17 +362,34 @@ class _ShardWriter:
 def _fingerprint(frozen_part: keras.Model, split: SplitSource, layout: CacheLayout,
                  pipeline: Pipeline, data_digest: str) -> str:
     """Changes when anything the cached values depend on changes: the frozen weights and their
-    computation (shapes, precision policy), the records' content, the layout, the pipeline."""
+    computation (every layer's settings, the network's side among them, shapes, precision
+    policy), the records' content, the layout, the pipeline."""
     digest = hashlib.sha256()
     digest.update(json.dumps({
         "split": split.name, "data": data_digest, "layout": dataclasses.asdict(layout),
         "pipeline": dataclasses.asdict(pipeline), "input": list(frozen_part.input_shape),
         "policy": keras.mixed_precision.global_policy().name,
         "model": [(w.path, list(w.shape)) for w in frozen_part.weights],
-    }, sort_keys=True).encode())
+        "computation": _computation(frozen_part),
+    }, sort_keys=True, default=str).encode())
     for weight in frozen_part.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()
+
+
+def _computation(model: keras.Model) -> list:
+    """Each layer's kind and settings, without its name (names count up within a process):
+    e.g. the resize to the network's side, which leaves the output shape as it was for 224
+    and 208 px (7x7x2048 both)."""
+    return [(type(layer).__name__, _unnamed(layer.get_config())) for layer in model.layers]
+
+
+def _unnamed(config):
+    if isinstance(config, dict):
+        return {k: _unnamed(v) for k, v in config.items() if k != "name"}
+    if isinstance(config, list | tuple):
+        return [_unnamed(v) for v in config]
+    return config
 
 
 def _read_info(directory: str) -> dict | None:

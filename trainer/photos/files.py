@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import posixpath
+import warnings
 
 import cv2
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 # What a directory argument expands to; a file named explicitly is tried whatever its name.
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -44,15 +48,62 @@ def read_photo(path: str) -> np.ndarray:
     return decode_photo(data, path)
 
 
-def decode_photo(data: bytes, name: str) -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, ...) as uint8 BGR [H, W, 3], upright by EXIF; `name`
-    only labels the error."""
-    # IMREAD_COLOR turns grey, 16-bit and alpha images into 8-bit BGR and applies EXIF rotation.
-    photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+@dataclasses.dataclass(frozen=True)
+class PhotoLimits:
+    """What a photo may be, decided from its header before any pixel is decoded."""
+
+    max_bytes: int = 100 * 1024 * 1024
+    max_pixels: int = 40_000_000  # a 10 MB PNG can declare 30000x30000 pixels (2.7 GB decoded)
+    max_aspect_ratio: float = 50.0  # a 2x40000 strip is no photo; detectors cannot resize it
+
+
+class NotAnImageError(UnreadablePhotoError):
+    """Bytes in no image format this project reads (the web demo answers a raw body 415)."""
+
+
+class PhotoTooLargeError(UnreadablePhotoError):
+    """A photo over PhotoLimits (the web demo answers 413)."""
+
+
+def decode_photo(data: bytes, name: str, limits: PhotoLimits = PhotoLimits()) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, GIF, WebP, BMP, TIFF) as uint8 BGR [H, W, 3], upright by
+    EXIF; `name` labels the errors. The header is read first (Pillow, no pixels): an unknown
+    format, a bomb or an extreme shape is refused before anything is allocated for pixels."""
+    width, height = _header_size(data, name, limits)
+    if width * height > limits.max_pixels:
+        raise PhotoTooLargeError(f"{name}: {width}x{height} pixels, more than "
+                                 f"{limits.max_pixels:,}")
+    if max(width, height) > limits.max_aspect_ratio * min(width, height):
+        raise UnreadablePhotoError(f"{name}: {width}x{height} pixels is no photo (sides more "
+                                   f"than {limits.max_aspect_ratio:g}:1)")
+    # IMREAD_COLOR turns grey, 16-bit, palette and alpha images into 8-bit BGR and applies the
+    # EXIF orientation; animated files give their first frame.
+    photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if photo is None:
-        raise UnreadablePhotoError(
-            f"{name}: not an image OpenCV can decode ({len(data)} bytes)")
+        raise UnreadablePhotoError(f"{name}: its image data cannot be decoded ({len(data)} "
+                                   "bytes; truncated or corrupt?)")
     return photo
+
+
+def _header_size(data: bytes, name: str, limits: PhotoLimits) -> tuple[int, int]:
+    if not data:
+        raise NotAnImageError(f"{name}: empty file (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise PhotoTooLargeError(f"{name}: {len(data):,} bytes, more than {limits.max_bytes:,}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bomb and corrupt-metadata warnings: sizes decide
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+    except Image.DecompressionBombError as error:
+        raise PhotoTooLargeError(f"{name}: more than {limits.max_pixels:,} pixels ({error})"
+                                 ) from None
+    except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors for what it cannot read
+        raise NotAnImageError(f"{name}: not an image file ({len(data)} bytes: "
+                              f"{_short(error)})") from None
+    if width < 1 or height < 1:
+        raise UnreadablePhotoError(f"{name}: {width}x{height} pixels")
+    return width, height
 
 
 def write_png(image: np.ndarray, path: str) -> None:

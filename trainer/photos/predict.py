@@ -26,7 +26,13 @@ import tensorflow as tf
 from trainer.photos import detection as face_finder
 from trainer.photos import video
 from trainer.photos.annotate import draw_faces, label_text
-from trainer.photos.files import UnreadablePhotoError, expand_photo_paths, read_photo, write_png
+from trainer.photos.files import (
+    NotAnImageError,
+    UnreadablePhotoError,
+    expand_photo_paths,
+    read_photo,
+    write_png,
+)
 
 EXIT_OK = 0
 EXIT_UNREADABLE = 1
@@ -145,7 +151,9 @@ def predict_paths(classifier, paths: list[str], options: PredictOptions,
         try:
             photo = read_photo(path)
         except UnreadablePhotoError as e:
-            if _opens_as_video(path):
+            # Only a file no image reader knows may be a video: OpenCV would also open a refused
+            # photo (a bomb, a 2x40000 strip) as a one-frame "video" and hand it on.
+            if isinstance(e, NotAnImageError) and _opens_as_video(path):
                 _predict_video_file(classifier, path, options, taken_names, out, summary)
             else:
                 summary.unreadable += 1

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.serving.export import LABELS_FILENAME, raw_faces_to_records
-from trainer.serving.remote import local_copy
+from trainer.serving.remote import UnsafeObjectNameError, local_copy
 
 
 class ModelLoadError(ValueError):
@@ -61,10 +61,13 @@ class ExportedModel:
 def load_exported(path: str) -> ExportedModel:
     """The exported model at `path`: a SavedModel directory, or a .keras, .tflite or .onnx
     file, local or gs:// (fetched to a local copy first: trainer.serving.remote)."""
-    with local_copy(path) as local:
-        if local is None:
-            raise ModelLoadError(f"{path}: no such file or directory")
-        model = _load_local(local, path)
+    try:
+        with local_copy(path) as local:
+            if local is None:
+                raise ModelLoadError(f"{path}: no such file or directory")
+            model = _load_local(local, path)
+    except UnsafeObjectNameError as error:
+        raise ModelLoadError(str(error)) from None
     model.path = path
     return model
 

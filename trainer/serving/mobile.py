@@ -215,24 +215,34 @@ def check_export(source: ExportedModel | str, path: str, faces: np.ndarray,
 
 def representative_faces_from_records(data_dir: str, count: int = 200,
                                       split: str = "train") -> np.ndarray:
-    """uint8 [count, 48, 48] faces for int8 calibration, from a beam_preprocess output.
+    """uint8 [count, 48, 48] faces for int8 calibration, from a beam_preprocess output."""
+    return labelled_faces_from_records(data_dir, count, split)[0]
 
-    Records hold faces at the records' side S (48 -> S by resize_faces); for calibration an area
-    resize back to 48 is close enough (at S = 48 it is the face itself).
+
+def labelled_faces_from_records(data_dir: str, count: int = 200,
+                                split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 faces [n, 48, 48], int labels [n]) of up to `count` records of a split.
+
+    Records hold faces at the records' side S (48 -> S by resize_faces); an area resize back to
+    48 is close enough for calibration and accuracy checks (at S = 48 it is the face itself).
     """
     import cv2
 
-    from beam_preprocess.record_format import IMAGE_KEY, parse_example, read_manifest
+    from beam_preprocess.record_format import IMAGE_KEY, LABEL_KEY, parse_example, read_manifest
 
     manifest = read_manifest(data_dir)
     files = manifest.split_files(split, data_dir)
     dataset = tf.data.TFRecordDataset(files).take(count).map(
-        lambda record: parse_example(record, manifest.image_size)[IMAGE_KEY])
-    faces = [cv2.resize(image.numpy()[..., 0], (SOURCE_IMAGE_SIZE, SOURCE_IMAGE_SIZE),
-                        interpolation=cv2.INTER_AREA) for image in dataset]
+        lambda record: parse_example(record, manifest.image_size))
+    faces, labels = [], []
+    for example in dataset:
+        faces.append(cv2.resize(example[IMAGE_KEY].numpy()[..., 0],
+                                (SOURCE_IMAGE_SIZE, SOURCE_IMAGE_SIZE),
+                                interpolation=cv2.INTER_AREA))
+        labels.append(int(example[LABEL_KEY]))
     if not faces:
         raise ValueError(f"{data_dir}: the {split} split has no records")
-    return np.stack(faces)
+    return np.stack(faces), np.array(labels)
 
 
 def _write_bytes(data: bytes, path: str) -> None:

@@ -41,12 +41,27 @@ def download(path: str, destination: str) -> bool:
         return True
     found = False
     for item in bucket.list_blobs(prefix=name + "/"):
-        target = os.path.join(destination, item.name[len(name) + 1:])
+        target = _confined(destination, item.name[len(name) + 1:], path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if not item.name.endswith("/"):
             item.download_to_filename(target)
             found = True
     return found
+
+
+class UnsafeObjectNameError(ValueError):
+    """An object whose name would be written outside the download folder."""
+
+
+def _confined(destination: str, relative: str, path: str) -> str:
+    """destination/relative, normalised; UnsafeObjectNameError if it leaves destination
+    (`..` in an object name)."""
+    root = os.path.realpath(destination)
+    target = os.path.realpath(os.path.join(root, posixpath.normpath(relative).lstrip("/")))
+    if os.path.commonpath([root, target]) != root:
+        raise UnsafeObjectNameError(f"{path}: the object {relative!r} would be written outside "
+                                    "the download folder; refusing this export")
+    return target
 
 
 @contextlib.contextmanager

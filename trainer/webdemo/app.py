@@ -16,23 +16,30 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import io
 import posixpath
 import threading
 
 import cv2
 import numpy as np
 from flask import Flask, jsonify, request
-from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from trainer.photos import video
-from trainer.photos.files import UnreadablePhotoError, decode_photo
+from trainer.photos.files import (
+    NotAnImageError,
+    PhotoLimits,
+    PhotoTooLargeError,
+    UnreadablePhotoError,
+    decode_photo,
+)
 from trainer.photos.predict import annotate, classify_photo, face_lines
 
 STATIC_DIR = posixpath.join(posixpath.dirname(__file__), "static")
 _ANNOTATED_MAX_SIDE = 1280
 _JPEG_QUALITY = 90
+
+
+RAW_BODY_NAME = "upload"  # the name a photo sent as the request body answers under
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +79,15 @@ def create_app(model, options: video.FrameOptions | None = None,
     @app.post("/predict")
     def predict():
         uploads = _uploads(limits)
-        photos = [(name, _decode(name, data, limits)) for name, data in uploads]
         with_image = request.args.get("annotate", "0").lower() in ("1", "true", "yes")
-        lines = []
-        for name, photo in photos:
+        lines, errors = [], []
+        for name, data in uploads:  # one photo's pixels in memory at a time
+            try:
+                photo = _decode(name, data, limits)
+            except BadUploadError as error:
+                errors.append(error)
+                lines.append({"file": name, "error": str(error)})
+                continue
             with model_lock:
                 faces, probabilities = classify_photo(model, photo, options)
             photo_lines = face_lines(name, faces, probabilities, model.class_names)
@@ -83,6 +95,8 @@ def create_app(model, options: video.FrameOptions | None = None,
                 url = _data_url(annotate(photo, faces, photo_lines))
                 photo_lines = [{**line, "annotated": url} for line in photo_lines]
             lines.extend(photo_lines)
+        if len(errors) == len(uploads):  # nothing to answer: the (first) problem is the answer
+            raise errors[0]
         return jsonify(lines)
 
     @app.errorhandler(BadUploadError)
@@ -101,16 +115,16 @@ def create_app(model, options: video.FrameOptions | None = None,
 
 
 def _uploads(limits: Limits) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each uploaded photo: the form's files, or the raw body."""
-    if request.files:
+    """(name, bytes) of each uploaded photo: a multipart form's files, or the raw body whatever
+    its Content-Type (curl --data-binary sends form-urlencoded; the form parser must not
+    swallow it)."""
+    if request.mimetype.startswith("multipart/"):
         files = [file for key in request.files for file in request.files.getlist(key)]
         if len(files) > limits.max_files:
             raise BadUploadError(f"too many files: {len(files)} (at most {limits.max_files})")
         uploads = [(posixpath.basename(f.filename or "") or "upload", f.read()) for f in files]
-    elif request.mimetype.startswith("multipart/"):
-        uploads = []
     else:
-        uploads = [("upload", request.get_data(cache=False))]
+        uploads = [(RAW_BODY_NAME, request.get_data(cache=False))]
     uploads = [(name, data) for name, data in uploads if data]
     if not uploads:
         raise BadUploadError("no photo: send a multipart form with image files, or an image as the "
@@ -119,18 +133,17 @@ def _uploads(limits: Limits) -> list[tuple[str, bytes]]:
 
 
 def _decode(name: str, data: bytes, limits: Limits) -> np.ndarray:
-    """The upload as a BGR photo; BadUploadError if it is no image or has too many pixels (checked
-    from the header, before decoding)."""
+    """The upload as a BGR photo; BadUploadError (413 for too many pixels, from the header,
+    before decoding) if it cannot be one."""
     try:
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
-    except (OSError, Image.DecompressionBombError, ValueError):
-        width = height = 0  # not a format PIL knows: OpenCV may still read it
-    if width * height > limits.max_pixels:
-        raise BadUploadError(f"{name}: {width}x{height} pixels, more than {limits.max_pixels}",
-                             413)
-    try:
-        return decode_photo(data, name)
+        return decode_photo(data, name, PhotoLimits(max_bytes=limits.max_upload_bytes,
+                                                    max_pixels=limits.max_pixels))
+    except PhotoTooLargeError as e:
+        raise BadUploadError(str(e), 413) from e
+    except NotAnImageError as e:  # a raw body that is no image: its media type is the problem
+        raise BadUploadError(f"{e}; send a JPEG, PNG, GIF, WebP, BMP or TIFF image as the "
+                             "body, or a multipart form", 415 if name == RAW_BODY_NAME else 400
+                             ) from e
     except UnreadablePhotoError as e:
         raise BadUploadError(str(e)) from e
 

@@ -162,3 +162,20 @@ def test_disk_cache_is_rebuilt_for_other_records_or_another_precision_policy(mod
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert other_policy not in (first, other_records)
+
+
+def test_disk_cache_is_rebuilt_for_another_network_side_with_the_same_feature_shape(data,
+                                                                                    tmp_path):
+    """224 and 208 px networks both give 7x7x2048 at conv5_3's input: same shapes, other
+    features. The fingerprint sees the resize's settings, not only shapes and weights."""
+    def location(side):
+        model = build_emotion_model(7, image_size=side, dense_units=16,
+                                    trainable_from="conv5_3", input_size=SIZE)
+        model.set_weights(reference.get_weights())  # the same weights: only the side differs
+        return _cache(model, data, tmp_path, budget=0).location
+
+    reference = build_emotion_model(7, image_size=224, dense_units=16, trainable_from="conv5_3",
+                                    input_size=SIZE)
+    at_224 = location(224)
+    assert location(224) == at_224
+    assert location(208) != at_224

@@ -121,18 +121,20 @@ def test_a_directory_stands_for_its_photos_and_bad_files_are_reported(classifier
     cv2.imwrite(str(photos / "grey.png"), cv2.cvtColor(hopper, cv2.COLOR_BGR2GRAY))
     cv2.imwrite(str(photos / "wall.jpg"), np.full((300, 400, 3), (40, 120, 200), np.uint8))
     (photos / "broken.jpg").write_text("not a JPEG")
+    cv2.imwrite(str(photos / "strip.png"), np.zeros((40000, 2), np.uint8))  # crashed detectors
     (photos / "notes.txt").write_text("not a photo, and not named like one")
     missing = tmp_path / "missing.png"
     summary, lines = _run(classifier, [photos, missing], tmp_path / "out")
 
     by_file = {os.path.basename(line["file"]): line for line in lines}
-    assert list(by_file) == ["broken.jpg", "grey.png", "wall.jpg", "missing.png"]
+    assert list(by_file) == ["broken.jpg", "grey.png", "strip.png", "wall.jpg", "missing.png"]
     assert "not an image" in by_file["broken.jpg"]["error"]
+    assert "2x40000" in by_file["strip.png"]["error"]
     assert "missing.png" in by_file["missing.png"]["error"]
     assert by_file["grey.png"]["faces"] == 1
     assert by_file["wall.jpg"] == {"file": str(photos / "wall.jpg"), "faces": 0,
                                    "annotated": str(tmp_path / "out" / "wall.png")}
-    assert (summary.photos, summary.faces, summary.unreadable) == (2, 1, 2)
+    assert (summary.photos, summary.faces, summary.unreadable) == (2, 1, 3)
     assert summary.exit_code == EXIT_UNREADABLE
     assert sorted(os.listdir(tmp_path / "out")) == ["grey.png", "wall.png"]
 

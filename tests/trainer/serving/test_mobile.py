@@ -182,6 +182,26 @@ def test_export_command_writes_and_checks_a_tflite_model_of_model_keras(export_d
         CLASS_NAMES
 
 
+@pytest.mark.slow
+def test_export_command_with_data_dir_reports_each_exports_accuracy(export_dir, tmp_path):
+    """The check the README recommends before shipping an int8 model: accuracy on the labelled
+    test records, for each export and for its source."""
+    from tests.support.trainer_data import write_data_dir
+
+    write_data_dir(tmp_path / "records", {"train": [3] * 7, "test": [3] * 7},
+                   image_size=RECORDS_SIDE)
+    result = _export_cli("--model", export_dir.saved_model, "--output", tmp_path / "mobile",
+                         "--formats", "tflite", "--int8", "--data_dir", tmp_path / "records",
+                         "--calibration_faces", "20")
+    assert result.returncode == 0, result.stderr[-3000:]
+    float_line, int8_line = [json.loads(text) for text in result.stdout.splitlines()]
+    assert int8_line["path"].endswith("model_int8.tflite") and float_line["faces"] == 21
+    for line in (float_line, int8_line):
+        assert 0 <= line["accuracy"] <= 1 and 0 <= line["source_accuracy"] <= 1
+    assert float_line["accuracy"] == pytest.approx(float_line["source_accuracy"], abs=1 / 21)
+    assert int8_line["source_accuracy"] == float_line["source_accuracy"]
+
+
 def test_export_command_usage_errors_exit_2(tmp_path):
     no_data = _export_cli("--model", tmp_path, "--output", tmp_path, "--int8")
     assert no_data.returncode == 2 and "--int8 needs --data_dir" in no_data.stderr

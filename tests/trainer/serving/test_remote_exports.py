@@ -49,3 +49,39 @@ def test_a_missing_remote_export_is_named(gcs_emulator):
 
     with pytest.raises(ModelLoadError, match=f"gs://{gcs_emulator}/nothing/model.keras: no such"):
         load_exported(f"gs://{gcs_emulator}/nothing/model.keras")
+
+
+class _ListedObject:
+    def __init__(self, name: str):
+        self.name = name
+
+    def download_to_filename(self, filename: str) -> None:
+        Path(filename).write_bytes(b"x")
+
+
+class _BucketWithHostileNames:
+    """Real Cloud Storage accepts any UTF-8 object name, `..` included; the emulator's server
+    drops the connection on such an upload, so this listing stands in for the bucket."""
+
+    def blob(self, name):
+        return type("Missing", (), {"exists": lambda self: False})()
+
+    def list_blobs(self, prefix: str):
+        return [_ListedObject(prefix + "saved_model.pb"),
+                _ListedObject(prefix + "../../../escaped.txt")]
+
+
+def test_an_object_name_that_climbs_out_of_the_download_folder_is_refused(monkeypatch,
+                                                                         tmp_path):
+    from trainer.serving import remote
+    from trainer.serving.loader import ModelLoadError, load_exported
+
+    monkeypatch.setattr(remote, "_client",
+                        lambda: type("Client", (), {"bucket": lambda self, name:
+                                                    _BucketWithHostileNames()})())
+    monkeypatch.setattr(remote.tempfile, "tempdir", str(tmp_path / "downloads"))
+    (tmp_path / "downloads").mkdir()
+    with pytest.raises(ModelLoadError, match=r"'../../../escaped.txt' would be written "
+                       "outside the download folder"):
+        load_exported("gs://bucket/hostile/model")
+    assert not (tmp_path / "escaped.txt").exists()

@@ -23,6 +23,7 @@ import requests
 
 from tests.trainer.conftest import CLASS_NAMES
 from tests.trainer.photos.composites import hopper
+from tests.trainer.photos.test_files import png_declaring
 from trainer.webdemo.app import Limits, create_app
 
 LIMITS = Limits(max_upload_bytes=2 * 1024 * 1024, max_files=3, max_pixels=20_000_000)
@@ -80,6 +81,10 @@ def test_a_photo_upload_answers_the_predict_commands_lines(server, hopper_jpeg):
                 headers={"Content-Type": "image/jpeg"})
     [annotated] = raw.json()
     assert annotated["file"] == "upload" and annotated["emotion"] == line["emotion"]
+    for content_type in (None, "application/x-www-form-urlencoded"):  # curl --data-binary
+        headers = {"Content-Type": content_type} if content_type else None
+        [untyped] = _post(server, data=hopper_jpeg, headers=headers).json()
+        assert untyped["probabilities"] == line["probabilities"], content_type
     prefix, encoded = annotated["annotated"].split(",", 1)
     assert prefix == "data:image/jpeg;base64"
     image = cv2.imdecode(np.frombuffer(base64.b64decode(encoded), np.uint8), cv2.IMREAD_COLOR)
@@ -99,12 +104,29 @@ def test_bad_uploads_get_a_4xx_json_error_and_the_server_keeps_serving(server, h
                       "larger than"),
         "too many pixels": (_post(server, data=cv2.imencode(
             ".png", np.zeros((5000, 5000), np.uint8))[1].tobytes()), 413, "pixels"),
+        "a bomb": (_post(server, data=png_declaring(14000, 14000)), 413, "pixels"),
+        "a raw body that is no image": (_post(server, data=b"name=value"), 415,
+                                        "not an image file"),
+        "a strip": (_post(server, data=cv2.imencode(
+            ".png", np.zeros((40000, 2), np.uint8))[1].tobytes()), 400, "is no photo"),
     }
     for name, (response, status, message) in cases.items():
         assert response.status_code == status, name
         assert message in response.json()["error"], name
     again = _post(server, files={"photo": ("hopper.jpg", hopper_jpeg)})
     assert again.status_code == 200 and again.json()[0]["faces"] == 1
+
+
+@pytest.mark.slow
+def test_a_bad_file_gets_its_error_line_and_the_others_their_answers(server, hopper_jpeg):
+    files = [("photo", ("bomb.png", png_declaring(14000, 14000))),
+             ("photo", ("hopper.jpg", hopper_jpeg)), ("photo", ("empty.jpg", b"\xff"))]
+    response = _post(server, files=files)
+    assert response.status_code == 200
+    bomb, face, empty = response.json()
+    assert bomb["file"] == "bomb.png" and "more than 20,000,000 pixels" in bomb["error"]
+    assert face["file"] == "hopper.jpg" and face["faces"] == 1
+    assert empty["file"] == "empty.jpg" and "not an image file" in empty["error"]
 
 
 @pytest.mark.slow
