@@ -11,6 +11,7 @@ import sys
 
 from absl import app, flags
 
+from beam_preprocess import absl_command
 from beam_preprocess.commit import CommitError, finish_staged_run
 
 flags.DEFINE_string("output_dir", None, "The job's --output_dir (local or gs://).",
@@ -31,4 +32,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    absl_command.run(main)

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from absl import app, flags, logging
 
+from beam_preprocess import absl_command
 from beam_preprocess.record_format import (
     FER2013_CLASS_NAMES,
     SOURCE_IMAGE_SIZE,
@@ -336,4 +337,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    absl_command.run(main)

@@ -9,7 +9,9 @@ import sys
 
 from absl import app, flags
 
+from beam_preprocess import absl_command
 from beam_preprocess.record_format import ManifestError
+from trainer import config
 from trainer.config import ConfigError, config_from_flags, define_flags
 
 
@@ -50,4 +52,5 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    flags.adopt_module_key_flags(config)  # --help lists the trainer's flags, not only absl's
+    absl_command.run(main)

@@ -8,8 +8,9 @@ SavedModel directories or .keras files, local or gs://. Expected errors: one lin
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from beam_preprocess import absl_command
 from trainer.config import TTA_CHOICES
 
 _MODELS = flags.DEFINE_multi_string("model", None, "Exported model (SavedModel directory or "
@@ -57,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    absl_command.run(main)

@@ -20,6 +20,8 @@ import sys
 
 from absl import app, flags
 
+from beam_preprocess import absl_command
+
 EXIT_USAGE = 2
 FORMATS = ("tflite", "onnx")
 FLAGS = flags.FLAGS
@@ -102,4 +104,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    absl_command.run(main)

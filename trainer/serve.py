@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags
 
+from beam_preprocess import absl_command
 from trainer import console
 
 # The photo libraries import TensorFlow: first, quietly (no CUDA noise on CPU machines).
@@ -79,4 +80,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    absl_command.run(main)
