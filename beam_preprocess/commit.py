@@ -16,11 +16,13 @@ idempotent all the same, so that a driver that dies half-way can commit again wi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import os
 import posixpath
 import re
 import uuid
@@ -80,6 +82,7 @@ def finish_run(config: JobConfig) -> Manifest:
         raise
     manifest = commit(config, staged)
     _delete_tree(config.staging_dir)
+    _remove_if_empty(posixpath.dirname(config.staging_dir))
     return manifest
 
 
@@ -283,6 +286,13 @@ def _delete_if_exists(paths: Sequence[str]) -> None:
     existing = [p for p in paths if FileSystems.exists(p)]
     if existing:
         FileSystems.delete(existing)
+
+
+def _remove_if_empty(directory: str) -> None:
+    """The local .staging folder once no run is staged in it (GCS has no empty folders)."""
+    if "://" not in directory:
+        with contextlib.suppress(OSError):  # another run is staged there, or it is gone
+            os.rmdir(directory)
 
 
 def _delete_tree(directory: str) -> None:

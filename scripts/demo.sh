@@ -14,7 +14,13 @@ rows="${DEMO_ROWS:-3000}"
 mkdir -p "$out"
 export TF_CPP_MIN_LOG_LEVEL=2
 
-weights=$(python scripts/find_weights.py ${DEMO_WEIGHTS:+"$DEMO_WEIGHTS"} --timeout 10 2>/dev/null)
+# A file the user named that cannot be used stops the demo with find_weights' reason; the
+# search of the cache and the download stays quiet.
+if [ -n "${DEMO_WEIGHTS:-}" ]; then
+  weights=$(python scripts/find_weights.py "$DEMO_WEIGHTS" --timeout 10)
+else
+  weights=$(python scripts/find_weights.py --timeout 10 2>/dev/null)
+fi
 if [ -n "$weights" ]; then
   recipe="pretrained VGGFace2 weights ($weights), 224 px, cached features"
   size=224; config=configs/demo_pretrained.cfg; weights_flag=(--weights "$weights")
@@ -47,5 +53,8 @@ Demo finished.
   evaluation:          {out}/job/eval/metrics.json, {out}/job/eval/confusion_matrix.png
   exported models:     {out}/job/model/, {out}/job/export/model.keras
   test accuracy:       {metrics['accuracy']:.3f} on {metrics.get('records', '?')} synthetic test faces
-Try it on a photo: python -m trainer.predict --model {out}/job/model PHOTO.jpg""")
+Try it on a photo: python -m trainer.predict --model {out}/job/model PHOTO.jpg
+This model has seen only synthetic cartoon faces: its answers on real photos mean little.
+For a real one: fer2013.csv from Kaggle (README "Preprocessing"), the VGGFace2 weights
+(README "The network") and configs/fer2013_recipe.cfg.""")
 PY

@@ -37,6 +37,8 @@ def check_outputs(result, out, faces: int) -> dict:
                  "job/model/saved_model.pb", "job/export/model.keras"):
         assert (out / path).is_file(), path
         assert str(out / path.split("/")[0]) in result.stdout
+    assert "This model has seen only synthetic cartoon faces" in result.stdout
+    assert "configs/fer2013_recipe.cfg" in result.stdout  # how to get a real model
     return metrics
 
 
@@ -67,3 +69,10 @@ def test_demo_with_weights_runs_the_pretrained_recipe_at_224px(tmp_path):
     assert json.loads((out / "records/manifest.json").read_text())["image_size"] == 224
     assert f"Loaded 106 VGGFace2 layers from {weights}" in result.stderr
     assert "feature cache:" in result.stderr
+
+
+def test_demo_weights_that_cannot_be_used_stop_it_with_the_reason(tmp_path):
+    result = run_demo(tmp_path / "demo", DEMO_WEIGHTS="/nonexistent/weights.h5")
+    assert result.returncode == 2
+    assert "demo: /nonexistent/weights.h5 is not usable: [Errno 2] No such file" in result.stderr
+    assert not (tmp_path / "demo" / "fer2013_synthetic.csv").exists()

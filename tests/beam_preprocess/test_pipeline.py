@@ -102,7 +102,7 @@ def test_shards_are_named_and_listed(job_output):
         f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
     names = sorted(p.name for p in Path(job_output).glob("*.tfrecord"))
     assert names == sorted(f for s in manifest.splits.values() for f in s.files)
-    assert not list(Path(job_output).glob(".staging/*/*"))
+    assert not (Path(job_output) / ".staging").exists()  # no empty folder left behind
 
 
 def test_dead_letters_name_line_field_and_reason(job_output):
@@ -377,7 +377,7 @@ def test_a_run_whose_driver_died_before_its_commit_is_committed_by_finish(
     assert json.loads((output_dir / MANIFEST_FILENAME).read_text())["splits"] == local["splits"]
     for shard in Path(job_output).glob("*.tfrecord"):
         assert (output_dir / shard.name).read_bytes() == shard.read_bytes()
-    assert not list((output_dir / ".staging").iterdir())
+    assert not (output_dir / ".staging").exists()  # no empty folder left behind
 
     again = finish("--output_dir", str(output_dir), "--run_id", staged.name)
     assert again.returncode == 2
