@@ -6,8 +6,10 @@
 
 --model is any export: the SavedModel directory, model.keras, model.tflite or model.onnx,
 local or gs://. A directory argument stands for its photos and videos (not recursive).
-stdout gets one JSON line per face of a photo and one per frame of a video
-(trainer.photos.predict and trainer.photos.video describe them); stderr ends with a summary.
+stdout gets one JSON line per face of a photo, one per frame of a video and, after a video's
+frames, one with its tracks: per face followed across frames, its frames, dominant smoothed
+emotion and the share of each (trainer.photos.predict, video and tracking describe them);
+stderr ends with a summary.
 
 Exit status: 0 when every input was read, 1 when some could not be read (they are skipped),
 2 when the command itself is wrong (no input, bad flags, a model or camera that cannot be
@@ -26,7 +28,7 @@ from trainer import console
 # The photo libraries import TensorFlow: first, quietly (no CUDA noise on CPU machines).
 tf = console.import_tensorflow()
 
-from trainer.photos import detection, video  # noqa: E402
+from trainer.photos import detection, tracking, video  # noqa: E402
 from trainer.photos.predict import EXIT_USAGE, PredictOptions, predict_paths  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -52,6 +54,10 @@ def _define_flags() -> None:
                          "this many frames go through the model in one call.", lower_bound=1)
     flags.DEFINE_integer("max_frames", None, "Videos and camera: stop after this many frames "
                          "read. A camera otherwise runs until Ctrl-C.", lower_bound=1)
+    flags.DEFINE_integer("smooth_frames", tracking.DEFAULT_WINDOW, "Videos and camera: each "
+                         "face is tracked across frames and its probabilities averaged over "
+                         "its last N frames for the smoothed label (1: off; the raw values "
+                         "stay in every line).", lower_bound=1)
     flags.DEFINE_integer("camera", None, "Read this camera (device index, e.g. 0) instead of "
                          "files.", lower_bound=0)
     flags.mark_flag_as_required("model")
@@ -61,7 +67,7 @@ def _options() -> PredictOptions:
     frames = video.FrameOptions(every_n_frames=FLAGS.every_n_frames,
                                 batch_frames=FLAGS.batch_frames, max_frames=FLAGS.max_frames,
                                 margin=FLAGS.margin, min_face_size=FLAGS.min_face_size,
-                                detector=FLAGS.detector)
+                                detector=FLAGS.detector, smooth_frames=FLAGS.smooth_frames)
     return PredictOptions(FLAGS.output, frames)
 
 

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from trainer.photos import detection
+from trainer.photos import detection, tracking
 from trainer.photos.annotate import draw_faces, label_text
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
@@ -52,6 +52,7 @@ class FrameOptions:
     margin: float = detection.DEFAULT_MARGIN
     min_face_size: int = detection.DEFAULT_MIN_FACE_SIZE
     detector: str = detection.DEFAULT_DETECTOR
+    smooth_frames: int = tracking.DEFAULT_WINDOW  # videos: frames a face's probabilities average
 
 
 @dataclasses.dataclass
@@ -59,6 +60,7 @@ class VideoSummary:
     frames: int = 0
     faces: int = 0
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
+    tracks: list[dict] = dataclasses.field(default_factory=list)  # FaceTracker.summary()
 
 
 def is_video_path(path: str) -> bool:
@@ -118,20 +120,34 @@ def frame_line(name: str, index: int, seconds: float, faces: list[detection.Dete
                                                                strict=True))]}
 
 
+def add_tracks(line: dict, tracked: list[tuple[int, np.ndarray]], class_names: list[str]
+               ) -> None:
+    """Adds each face's track and smoothed emotion to a frame line (raw values stay)."""
+    for entry, (track, smoothed) in zip(line["detections"], tracked, strict=True):
+        top = int(np.argmax(smoothed))
+        entry.update(track=track, smoothed_emotion=class_names[top],
+                     smoothed_probability=round(float(smoothed[top]), 6),
+                     smoothed_probabilities={name: round(float(p), 6)
+                                             for name, p in zip(class_names, smoothed,
+                                                                strict=True)})
+
+
 def timeline_rows(line: dict, class_names: list[str]) -> list[list]:
-    """CSV rows of one frame line: frame, time, face, box, emotion, probability, each class."""
+    """CSV rows of one frame line: frame, time, face, track, box, the raw emotion and
+    probabilities, the smoothed emotion and its probability."""
     rows = []
     for entry in line["detections"]:
         box = entry["box"]
-        rows.append([line["frame"], line["time"], entry["face"], box["x"], box["y"],
-                     box["width"], box["height"], entry["emotion"], entry["probability"],
-                     *(entry["probabilities"][name] for name in class_names)])
+        rows.append([line["frame"], line["time"], entry["face"], entry["track"], box["x"],
+                     box["y"], box["width"], box["height"], entry["emotion"],
+                     entry["probability"], *(entry["probabilities"][name] for name in class_names),
+                     entry["smoothed_emotion"], entry["smoothed_probability"]])
     return rows
 
 
 def timeline_header(class_names: list[str]) -> list[str]:
-    return ["frame", "time", "face", "x", "y", "width", "height", "emotion", "probability",
-            *class_names]
+    return ["frame", "time", "face", "track", "x", "y", "width", "height", "emotion",
+            "probability", *class_names, "smoothed_emotion", "smoothed_probability"]
 
 
 class _Progress:
@@ -170,7 +186,7 @@ class _Outputs:
         self._dir = output_dir
         local_dir = self._tmp or output_dir
         self.paths = {kind: posixpath.join(output_dir, f"{stem}.{kind}")
-                      for kind in ("jsonl", "csv", "mp4")}
+                      for kind in ("jsonl", "csv", "mp4", "summary.json")}
         self._local = {kind: os.path.join(local_dir, f"{stem}.{kind}") for kind in self.paths}
         self._jsonl = open(self._local["jsonl"], "w")  # noqa: SIM115  (closed in close())
         self._csv_file = open(self._local["csv"], "w", newline="")  # noqa: SIM115
@@ -181,7 +197,7 @@ class _Outputs:
     def write(self, line: dict, frame: np.ndarray, faces: list[detection.DetectedFace]) -> None:
         self._jsonl.write(json.dumps(line) + "\n")
         self._csv.writerows(timeline_rows(line, self._class_names))
-        labels = [label_text(entry["emotion"], entry["probability"])
+        labels = [label_text(entry["smoothed_emotion"], entry["smoothed_probability"])
                   for entry in line["detections"]]
         annotated = draw_faces(frame, [face.box for face in faces], labels)
         if self._video is None:
@@ -190,7 +206,9 @@ class _Outputs:
                                           self._fps, (width, height))
         self._video.write(annotated)
 
-    def close(self) -> None:
+    def close(self, tracks: list[dict]) -> None:
+        with open(self._local["summary.json"], "w") as f:
+            json.dump({"tracks": tracks}, f, indent=1)
         self._jsonl.close()
         self._csv_file.close()
         if self._video is not None:
@@ -218,19 +236,24 @@ def predict_video(classifier, capture: cv2.VideoCapture, name: str, options: Fra
     outputs = (_Outputs(output_dir, output_stem or "video", classifier.class_names, fps)
                if output_dir is not None else None)
     progress = _Progress(expected, name)
+    tracker = tracking.FaceTracker(classifier.class_names, options.smooth_frames)
     try:
         batches = _batches(frames(capture, options.every_n_frames, options.max_frames, live),
                            options)
         for batch in batches:
-            _classify_batch(classifier, batch, name, outputs, out, summary)
+            _classify_batch(classifier, batch, name, (tracker, outputs, out), summary)
             progress.update(len(batch))
     except KeyboardInterrupt:  # a camera runs until Ctrl-C: keep what was written
         pass
     finally:
         progress.close()
+        summary.tracks = tracker.summary()
         if outputs is not None:
-            outputs.close()
+            outputs.close(summary.tracks)
             summary.outputs = outputs.paths
+    out.write(json.dumps({"file": name, "frames": summary.frames, "tracks": summary.tracks})
+              + "\n")
+    out.flush()
     return summary
 
 
@@ -248,7 +271,8 @@ def _batches(frame_iter, options: FrameOptions):
         yield batch
 
 
-def _classify_batch(classifier, batch, name, outputs, out, summary) -> None:
+def _classify_batch(classifier, batch, name, sinks, summary) -> None:
+    tracker, outputs, out = sinks
     crops = np.concatenate([item[4] for item in batch])
     probabilities = classifier.probabilities(crops)
     start = 0
@@ -256,6 +280,8 @@ def _classify_batch(classifier, batch, name, outputs, out, summary) -> None:
         rows = probabilities[start:start + len(faces)]
         start += len(faces)
         line = frame_line(name, index, seconds, faces, rows, classifier.class_names)
+        add_tracks(line, tracker.update(index, [face.box for face in faces], rows),
+                   classifier.class_names)
         if outputs is not None:
             outputs.write(line, frame, faces)
             line = {**line, "timeline": outputs.paths["csv"], "annotated": outputs.paths["mp4"]}
