@@ -22,9 +22,11 @@ from trainer.serving.loader import ExportedModel, ModelLoadError, load_exported
 
 
 def _check_fits(model: ExportedModel, manifest, data_dir: str) -> None:
-    if model.image_size != manifest.image_size:
-        raise ModelLoadError(f"{model.path} takes {model.image_size} px faces but {data_dir} "
-                             f"holds {manifest.image_size} px records.")
+    if model.records_side != manifest.image_size:
+        raw = " (TFLite and ONNX exports take raw faces: records written with --image_size 48)" \
+            if model.records_side != model.image_size else ""
+        raise ModelLoadError(f"{model.path} takes {model.records_side} px faces{raw} but "
+                             f"{data_dir} holds {manifest.image_size} px records.")
     if model.class_names != manifest.class_names:
         raise ModelLoadError(f"{model.path} was trained on classes {model.class_names}, but "
                              f"{data_dir} has {manifest.class_names}.")

@@ -10,8 +10,8 @@ local copy with trainer.serving.remote):
     `serving_default` (raw faces -> probabilities) and `metadata`;
   - *.onnx (trainer.serving.mobile; run by onnxruntime): input "faces", output "probabilities",
     class names in its metadata_props.
-The TFLite and ONNX models answer `probabilities` only: evaluation on records needs the
-SavedModel or model.keras.
+The TFLite and ONNX models take raw 48x48 faces only, so they score records written at 48 px
+(which hold those very faces); the SavedModel and model.keras score records at their own side.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
 from trainer.serving.export import LABELS_FILENAME, raw_faces_to_records
 from trainer.serving.remote import UnsafeObjectNameError, local_copy
 
@@ -35,16 +36,18 @@ class ExportedModel:
     """An exported emotion model as functions of faces.
 
     `probabilities(faces)`: uint8 raw faces [N, 48, 48] -> float32 [N, C] (NumPy);
-    `logits_of_records(images)`: uint8 [N, S, S, 1] at `image_size`, the records' side -> logits
-    (SavedModel and .keras only). `trackable` is the object that owns the model's variables
-    (what a converter has to save), None for TFLite and ONNX.
+    `logits_of_records(images)`: uint8 [N, S, S, 1] at `records_side` -> logits; the network's
+    side (`image_size`) for the SavedModel and .keras, 48 for TFLite and ONNX, which take raw
+    faces. `trackable` is the object that owns the model's variables (what a converter has to
+    save), None for TFLite and ONNX.
     """
 
     def __init__(self, path: str, class_names: list[str], image_size: int, raw_fn, records_fn,
-                 trackable=None):
+                 trackable=None, records_side: int | None = None):
         self.path = path
         self.class_names = class_names
         self.image_size = image_size
+        self.records_side = image_size if records_side is None else records_side
         self.trackable = trackable
         self._raw_fn = raw_fn
         self._records_fn = records_fn
@@ -147,7 +150,7 @@ def _load_tflite(path: str) -> ExportedModel:
             return serve(faces=np.asarray(faces, np.uint8))["probabilities"].copy()
 
     return ExportedModel(path, list(labels["class_names"]), int(labels["image_size"]), raw_fn,
-                         _no_records(path))
+                         _raw_face_logits(raw_fn), records_side=SOURCE_IMAGE_SIZE)
 
 
 def _load_onnx(path: str) -> ExportedModel:
@@ -169,7 +172,8 @@ def _load_onnx(path: str) -> ExportedModel:
         return session.run(["probabilities"], {"faces": np.asarray(faces, np.uint8)})[0]
 
     return ExportedModel(path, json.loads(properties["class_names"]),
-                         int(properties["image_size"]), raw_fn, _no_records(path))
+                         int(properties["image_size"]), raw_fn, _raw_face_logits(raw_fn),
+                         records_side=SOURCE_IMAGE_SIZE)
 
 
 def _read_labels(path: str) -> dict:
@@ -183,10 +187,12 @@ def _read_labels(path: str) -> dict:
         return json.load(f)
 
 
-def _no_records(path: str):
+def _raw_face_logits(raw_fn):
+    """records_fn of an export that takes raw faces: 48 px records are those faces; the logits
+    are the log-probabilities (their softmax gives the probabilities back)."""
     def records_fn(images):
-        raise ModelLoadError(f"{path}: TFLite and ONNX exports take raw 48x48 faces only; "
-                             "evaluate on records with the SavedModel or model.keras")
+        probabilities = np.asarray(raw_fn(np.asarray(images)[..., 0]), np.float32)
+        return tf.math.log(tf.maximum(probabilities, np.finfo(np.float32).tiny))
 
     return records_fn
 
@@ -211,5 +217,7 @@ def load_ensemble(paths: list[str]) -> ExportedModel:
         return tf.math.log(mean / len(members))  # logits whose softmax is the mean
 
     sizes = {m.image_size for m in members}
+    sides = {m.records_side for m in members}
     return ExportedModel(" + ".join(paths), first.class_names,
-                         first.image_size if len(sizes) == 1 else None, raw_fn, records_fn)
+                         first.image_size if len(sizes) == 1 else None, raw_fn, records_fn,
+                         records_side=first.records_side if len(sides) == 1 else None)

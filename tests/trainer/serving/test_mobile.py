@@ -210,3 +210,28 @@ def test_export_command_usage_errors_exit_2(tmp_path):
     no_model = _export_cli("--model", tmp_path / "nothing", "--output", tmp_path)
     assert no_model.returncode == 2
     assert no_model.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_tflite_and_onnx_exports_are_scored_on_48px_records_as_the_saved_model_is(
+        export_dir, tflite_model, tflite_int8_model, onnx_model, tmp_path):
+    """The same faces at the network's side (SavedModel) and raw at 48 px (TFLite, ONNX take
+    raw faces): the float exports' accuracy is the SavedModel's, int8's delta is measured."""
+    from tests.support.trainer_data import balanced_counts, write_data_dir
+    from trainer.evaluation.exported import evaluate_exported
+
+    counts = {"train": balanced_counts(1), "validation": balanced_counts(1),
+              "test": balanced_counts(8)}
+    at_model_side, raw = tmp_path / "records_56", tmp_path / "records_48"
+    write_data_dir(at_model_side, counts, image_size=RECORDS_SIDE, num_shards=1)
+    write_data_dir(raw, counts, image_size=48, num_shards=1)
+    reference = evaluate_exported([str(export_dir.saved_model)], str(at_model_side))
+    for export in (tflite_model, onnx_model):
+        report = evaluate_exported([str(export)], str(raw))
+        assert report["records"] == reference["records"] == 56
+        assert report["accuracy"] == reference["accuracy"], export.name
+        assert report["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+    int8 = evaluate_exported([str(tflite_int8_model)], str(raw))
+    assert abs(int8["accuracy"] - reference["accuracy"]) <= 0.15
+    with pytest.raises(ModelLoadError, match="take raw faces: records written with "
+                       "--image_size 48"):
+        evaluate_exported([str(tflite_model)], str(at_model_side))
