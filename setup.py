@@ -16,11 +16,9 @@ setuptools.setup(
         "Beam preprocessing, tf.distribute training, Dataflow and Vertex AI launchers."
     ),
     python_requires=">=3.11,<3.14",
-    # Namespace discovery takes the web demo's static/ folder (no __init__.py) as a package of
-    # its own, so that setuptools installs its files without warning that it would ignore them.
-    packages=setuptools.find_namespace_packages(
-        include=["beam_preprocess*", "trainer*", "launch*"], exclude=["*__pycache__*"]),
-    include_package_data=True,
+    packages=setuptools.find_packages(include=["beam_preprocess*", "trainer*", "launch*"]),
+    # Only the files named below: with include_package_data, setuptools takes the web demo's
+    # static/ folder for a package missing from `packages` and prints a banner at every install.
     # What every part needs, the Beam workers included (their container already has Beam).
     install_requires=[
         "tensorflow>=2.21,<2.22",
@@ -46,5 +44,5 @@ setuptools.setup(
                 "gcp-storage-emulator>=2024.1", "build>=1.2,<2", "selenium>=4.51,<5",
                 "requests>=2.32,<3"],
     },
-    package_data={"trainer.webdemo.static": ["*"]},
+    package_data={"trainer.webdemo": ["static/*"]},
 )
