@@ -191,6 +191,10 @@ def _raw_face_logits(raw_fn):
     """records_fn of an export that takes raw faces: 48 px records are those faces; the logits
     are the log-probabilities (their softmax gives the probabilities back)."""
     def records_fn(images):
+        if images.shape[1:3] != (SOURCE_IMAGE_SIZE, SOURCE_IMAGE_SIZE):
+            raise ModelLoadError(f"TFLite and ONNX exports take raw {SOURCE_IMAGE_SIZE}x"
+                                 f"{SOURCE_IMAGE_SIZE} faces only, not {images.shape[1]} px "
+                                 "records")
         probabilities = np.asarray(raw_fn(np.asarray(images)[..., 0]), np.float32)
         return tf.math.log(tf.maximum(probabilities, np.finfo(np.float32).tiny))
 

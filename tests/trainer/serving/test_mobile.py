@@ -128,10 +128,15 @@ def test_predict_takes_a_tflite_model_through_the_one_loader(saved_model, tflite
 
 
 @pytest.mark.slow
-def test_tflite_and_onnx_answer_probabilities_only(tflite_model, onnx_model):
+def test_tflite_and_onnx_score_48px_records_only(tflite_model, onnx_model, test_faces):
+    faces = test_faces[0][:4]
     for path in (tflite_model, onnx_model):
-        with pytest.raises(ModelLoadError, match="raw 48x48 faces only"):
-            load_exported(str(path)).logits_of_records(tf.zeros([1, 56, 56, 1], tf.uint8))
+        model = load_exported(str(path))
+        logits = model.logits_of_records(tf.constant(faces[..., None]))
+        np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), model.probabilities(faces),
+                                   atol=1e-6)
+        with pytest.raises(ModelLoadError, match="raw 48x48 faces only, not 56 px records"):
+            model.logits_of_records(tf.zeros([1, 56, 56, 1], tf.uint8))
 
 
 def test_files_that_are_no_such_export_are_rejected(tmp_path):
