@@ -170,6 +170,7 @@ def build_manifest(config: JobConfig, staged: StagedRun) -> Manifest:
         class_names=list(config.class_names), splits=splits, bad_rows=staged.counts.bad,
         input_path=config.input_path, label_distribution=config.label_distribution,
         dropped_rows=staged.counts.dropped, shard_seed=config.shard_seed,
+        dataset=config.dataset_name,
         statistics={"bad_rows_by_field": dict(sorted(staged.counts.bad_by_field.items())),
                     "source_pixels": _pixel_statistics(staged.shard_results)},
     )

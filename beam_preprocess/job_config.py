@@ -60,6 +60,7 @@ class JobConfig:
     ferplus_path: str | None
     max_bad_fraction: float
     shard_seed: int = 0
+    dataset_name: str = ""
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property

@@ -11,6 +11,7 @@ transforms.py; the commit runs here, in the driver, once the pipeline has finish
 from __future__ import annotations
 
 import logging
+import posixpath
 
 import apache_beam as beam
 from absl import flags
@@ -55,6 +56,10 @@ _LABELS = flags.DEFINE_enum(
     "distribution) from --ferplus_csv.")
 _FERPLUS_CSV = flags.DEFINE_string(
     "ferplus_csv", None, "fer2013new.csv from microsoft/FERPlus (with --labels ferplus).")
+_DATASET_NAME = flags.DEFINE_string(
+    "dataset_name", None, "The data set's name in the manifest, and in every model trained on "
+    "it (default: the input file's name without extension). A name containing \"synthetic\" "
+    "marks drawn faces: such models say so wherever they predict.")
 _MAX_BAD_FRACTION = flags.DEFINE_float(
     "max_bad_fraction", 0.001,
     "Fail (and commit nothing) when more than this fraction of rows is invalid.",
@@ -87,6 +92,8 @@ def config_from_flags() -> JobConfig:
         ferplus_path=_FERPLUS_CSV.value,
         max_bad_fraction=_MAX_BAD_FRACTION.value,
         shard_seed=_SHARD_SEED.value,
+        dataset_name=_DATASET_NAME.value or posixpath.splitext(posixpath.basename(
+            _INPUT.value.rstrip("/")))[0],
     )
 
 

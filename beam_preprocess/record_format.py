@@ -56,6 +56,7 @@ FERPLUS_CLASS_NAMES = (
 CLASS_NAMES_BY_LABEL_SET = {"fer2013": FER2013_CLASS_NAMES, "ferplus": FERPLUS_CLASS_NAMES}
 
 MANIFEST_FILENAME = "manifest.json"
+SYNTHETIC_MARK = "synthetic"  # in a data set's name: its faces are drawn, not photographed
 BAD_ROWS_FILENAME = "bad_rows.jsonl"
 CLASS_DISTRIBUTION_FILENAME = "class_distribution.png"
 SHARD_SUFFIX = ".tfrecord"
@@ -178,10 +179,22 @@ class Manifest:
     # Seed of the hash that assigns rows to shards and orders them (beam_preprocess --shard_seed).
     shard_seed: int = 0
     statistics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The data set's name (beam_preprocess --dataset_name; by default the input file's stem).
+    # A name containing "synthetic" marks synthetic faces: models trained on them say so.
+    dataset: str = ""
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def dataset_name(self) -> str:
+        """`dataset`, or the input file's stem for manifests written before it was recorded."""
+        return self.dataset or posixpath.splitext(posixpath.basename(self.input_path))[0]
+
+    @property
+    def synthetic(self) -> bool:
+        return SYNTHETIC_MARK in self.dataset_name.lower()
 
     def split_files(self, split: str, output_dir: str) -> list[str]:
         """Absolute paths of a split's shard files (the manifest stores names relative to it)."""

@@ -178,8 +178,10 @@ def main(argv: list[str]) -> int:
     predict_route = os.environ.get("AIP_PREDICT_ROUTE", DEFAULT_PREDICT_ROUTE)
     health_route = os.environ.get("AIP_HEALTH_ROUTE", DEFAULT_HEALTH_ROUTE)
     server = make_server(Predictor(model), args.port, args.host, predict_route, health_route)
-    _LOG.info("Serving %s (%s) on %s:%d, predict %s, health %s", args.model,
+    _LOG.info("Serving %s (%s) on %s:%d, predict %s, health %s", model.describe(),
               ", ".join(model.class_names), args.host, args.port, predict_route, health_route)
+    if model.synthetic_warning:
+        _LOG.warning(model.synthetic_warning)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import urllib.request
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -62,6 +63,9 @@ class EmotionReader:
                  min_face_size: int = detection.DEFAULT_MIN_FACE_SIZE):
         paths = [model] if isinstance(model, (str, os.PathLike)) else list(model)
         self.model = load_ensemble([os.fspath(path) for path in paths])
+        if self.model.synthetic_warning:
+            warnings.warn(self.model.synthetic_warning.removeprefix("warning: "), UserWarning,
+                          stacklevel=2)
         self.detector = detection.get_detector(detector)
         self.margin = margin
         self.min_face_size = min_face_size
@@ -69,6 +73,11 @@ class EmotionReader:
     @property
     def class_names(self) -> list[str]:
         return self.model.class_names
+
+    @property
+    def provenance(self) -> dict:
+        """What the model was trained on (trainer.serving.provenance)."""
+        return self.model.provenance
 
     def read(self, image) -> list[Face]:
         """The faces of one image (path, http(s) URL, NumPy array or PIL image), left to right."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
+import sys
 
 from absl import logging
 
@@ -24,7 +25,15 @@ def set_up_logging(verbose: bool = True) -> None:
 
     def only_warnings_from_libraries(record) -> bool:
         library = any(f"{os.sep}{name}{os.sep}" in record.pathname
-                      for name in ("tensorflow", "keras", "absl"))
+                      for name in ("tensorflow", "keras", "absl", "tf2onnx"))
         return record.levelno >= std_logging.WARNING or not library
 
     handler.addFilter(only_warnings_from_libraries)
+
+
+def print_provenance(model) -> None:
+    """What an ExportedModel was trained on, on stderr, and a warning if that was synthetic
+    faces: the first lines of every command that predicts."""
+    print(model.describe(), file=sys.stderr)
+    if model.synthetic_warning:
+        print(model.synthetic_warning, file=sys.stderr)

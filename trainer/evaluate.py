@@ -49,7 +49,8 @@ def main(argv):
             ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {k: report[k] for k in ("split", "records", "accuracy", "loss", "tta")}
+    summary = {k: report[k] for k in ("split", "records", "accuracy", "loss", "tta",
+                                      "trained_on")}
     summary["macro_f1"] = report["macro_avg"]["f1"]
     if "members" in report:
         summary["members"] = report["members"]

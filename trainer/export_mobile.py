@@ -87,6 +87,7 @@ def main(argv: list[str]) -> int:
     from trainer import console
 
     tf = console.import_tensorflow()  # quietly: no CUDA noise on CPU machines
+    console.set_up_logging()  # the converters' INFO chatter (a 5 kB input-name list) kept out
 
     from beam_preprocess.record_format import ManifestError
     from trainer.serving.loader import ModelLoadError, load_exported

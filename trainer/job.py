@@ -15,12 +15,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from beam_preprocess.record_format import MANIFEST_FILENAME
 from trainer import run_record
 from trainer.config import TrainConfig
 from trainer.data.manifest import data_digest, load_manifest
 from trainer.evaluation.metrics import check_record_count, report_from_confusion
 from trainer.evaluation.report_files import write_report
-from trainer.serving import export
+from trainer.serving import export, provenance
 from trainer.task import EmotionTask
 from trainer.training import checkpoints
 from trainer.training.loop import Trainer
@@ -132,7 +133,17 @@ def export_models(emotion: EmotionTask, dirs: OutputDirs) -> None:
     serving_model = emotion.build_model(weights=None)
     serving_model.set_weights(emotion.model.get_weights())
     names = emotion.manifest.class_names
+    trained_on = _provenance(emotion)
     export.export_saved_model(serving_model, names, dirs.saved_model,
-                              emotion.test_time_augmentation)
-    keras_path = export.export_keras(serving_model, names, dirs.export)
-    logging.info("exported %s and %s", dirs.saved_model, keras_path)
+                              emotion.test_time_augmentation, trained_on)
+    keras_path = export.export_keras(serving_model, names, dirs.export, trained_on)
+    logging.info("exported %s and %s (%s)", dirs.saved_model, keras_path,
+                 provenance.describe(trained_on))
+
+
+def _provenance(emotion: EmotionTask) -> dict:
+    manifest_path = posixpath.join(emotion.config.data_dir, MANIFEST_FILENAME)
+    with tf.io.gfile.GFile(manifest_path, "rb") as f:
+        manifest_bytes = f.read()
+    return provenance.training_provenance(emotion.config, emotion.manifest, manifest_bytes,
+                                          emotion.network_size)

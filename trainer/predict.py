@@ -82,6 +82,7 @@ def _run(paths: list[str]) -> int:
             tf.io.gfile.makedirs(FLAGS.output)
         capture = video.open_capture(FLAGS.camera) if FLAGS.camera is not None else None
         classifier = load_ensemble(FLAGS.model)
+        console.print_provenance(classifier)
         if capture is not None:
             return _run_camera(classifier, capture)
         summary = predict_paths(classifier, paths, _options())

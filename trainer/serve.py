@@ -52,6 +52,7 @@ def main(argv: list[str]) -> int:
     from trainer.serving.loader import ModelLoadError, load_ensemble
     from trainer.webdemo.app import Limits, create_app
 
+    console.set_up_logging()  # one readable line per request (trainer.webdemo)
     limits = Limits(max_upload_bytes=FLAGS.max_upload_mb * 1024 * 1024,
                     max_files=FLAGS.max_files)
     try:
@@ -67,6 +68,7 @@ def main(argv: list[str]) -> int:
             OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    console.print_provenance(model)
     print(f"Serving {' + '.join(FLAGS.model)} on http://{FLAGS.host}:{server.effective_port}/ "
           "(Ctrl-C stops)", file=sys.stderr, flush=True)
     try:

@@ -81,6 +81,8 @@ def test_counts_per_split_and_class_equal_the_csv(job_output):
     assert manifest.bad_rows == 2
     assert manifest.statistics["bad_rows_by_field"] == {"emotion": 1, "pixels": 1}
     assert (manifest.label_distribution, manifest.shard_seed) == (False, 0)
+    # Named after the input file by default: what models trained on it will say.
+    assert (manifest.dataset_name, manifest.synthetic) == ("fer2013", False)
 
 
 def test_images_labels_and_row_ids_survive(job_output):
@@ -187,11 +189,12 @@ def test_changing_shard_count_replaces_old_shards(good_csv, job_output, tmp_path
     output_dir = copy_of(job_output, tmp_path)
     run_job("--input", good_csv, "--output_dir", str(output_dir), "--max_bad_fraction", "0.05",
             "--num_shards", "2", "--num_eval_shards", "1", "--image_size", "64",
-            "--shard_seed", "7")
+            "--shard_seed", "7", "--dataset_name", "fer2013_synthetic_rerun")
     assert sorted(p.name for p in output_dir.glob("train-*")) == [
         "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
     manifest = read_manifest(str(output_dir))
     assert manifest.shard_seed == 7
+    assert (manifest.dataset, manifest.synthetic) == ("fer2013_synthetic_rerun", True)
     assert sorted(r[2] for r in read_records(output_dir, "train")) == [
         i for i, row in enumerate(ROWS) if row[2] == "Training"]
 

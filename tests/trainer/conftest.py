@@ -83,9 +83,23 @@ def export_dir(tmp_path_factory) -> ExportDir:
                                 dense_units=16)
     _calibrate_batch_norm(model, raw_faces_to_records(faces, RECORDS_SIDE))
     directory = tmp_path_factory.mktemp("job") / "export"
-    export_saved_model(model, CLASS_NAMES, str(directory / "saved_model"))
-    export_keras(model, CLASS_NAMES, str(directory))
+    trained_on = session_provenance()
+    export_saved_model(model, CLASS_NAMES, str(directory / "saved_model"), provenance=trained_on)
+    export_keras(model, CLASS_NAMES, str(directory), provenance=trained_on)
     return ExportDir(directory)
+
+
+def session_provenance() -> dict:
+    """What the session's model records as its training: the demo's synthetic data set."""
+    from beam_preprocess.record_format import Manifest
+    from trainer.config import TrainConfig
+    from trainer.serving.provenance import training_provenance
+
+    manifest = Manifest(image_size=RECORDS_SIDE, label_set="fer2013", class_names=CLASS_NAMES,
+                        splits={}, bad_rows=0, input_path="demo/fer2013_synthetic.csv")
+    config = TrainConfig(data_dir="records", job_dir="job", weights=None, dense_units=16,
+                         trainable_from="none")
+    return training_provenance(config, manifest, manifest.to_json().encode(), RECORDS_SIDE)
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,13 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def reader(export_dir) -> EmotionReader:
-    return EmotionReader(export_dir.saved_model)
+    with pytest.warns(UserWarning, match="trained on synthetic drawn faces only"):
+        return EmotionReader(export_dir.saved_model)
+
+
+def test_the_reader_says_what_its_model_was_trained_on(reader):
+    assert reader.provenance["dataset"] == "fer2013_synthetic"
+    assert reader.provenance["class_names"] == reader.class_names
 
 
 def predict_command_rows(saved_model, path: Path) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
@@ -61,6 +62,24 @@ def test_a_run_writes_checkpoints_logs_metrics_and_exports(trained_job):
     assert {"loss", "accuracy", "learning_rate"} <= set(read_scalars(str(job / "logs/train")))
     labels = json.loads((job / "export/labels.json").read_text())
     assert labels["class_names"] == manifest.class_names and labels["image_size"] == SIZE
+
+
+@pytest.mark.slow
+def test_both_exports_record_what_the_model_was_trained_on(trained_job):
+    """Data set, its manifest's digest (what `sha256sum manifest.json` prints), weights and
+    the recipe's non-default settings, in the SavedModel and in model.keras alike."""
+    from trainer.serving.loader import load_exported
+
+    data, job, _ = trained_job
+    saved_model = load_exported(str(job / "model")).provenance
+    assert load_exported(str(job / "export/model.keras")).provenance == saved_model
+    digest = hashlib.sha256((data / "manifest.json").read_bytes()).hexdigest()
+    assert (saved_model["dataset"], saved_model["synthetic"]) == ("synthetic", True)
+    assert saved_model["manifest_sha256"] == digest
+    assert (saved_model["weights"], saved_model["image_size"]) == ("none", SIZE)
+    assert saved_model["recipe"]["tta"] == "ten_crop"
+    assert saved_model["recipe"]["mixup_alpha"] == 0.2
+    assert not {"data_dir", "job_dir"} & set(saved_model["recipe"])
 
 
 SERVE_IN_FRESH_PROCESS = """
@@ -150,6 +169,9 @@ def test_evaluate_cli_reproduces_the_job_metrics_from_an_export(trained_job, tmp
     assert ours["confusion_matrix"] == theirs["confusion_matrix"]
     assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
     assert (tmp_path / "confusion_matrix.png").is_file()
+    summary = json.loads(result.stdout[result.stdout.index("{"):])  # after "wrote ..."
+    assert summary["trained_on"][0].startswith(
+        f"model {job / model_path}: trained on synthetic (fer2013 labels, manifest sha256 ")
 
 
 def closed_port() -> int:

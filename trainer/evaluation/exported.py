@@ -74,6 +74,7 @@ def evaluate_exported(model_paths: list[str], data_dir: str, split: str = "test"
     report = report_from_confusion(ensemble.confusion, manifest.class_names, split,
                                    loss=ensemble.loss_sum / records, tta=tta)
     report["models"] = list(model_paths)
+    report["trained_on"] = [model.describe() for model in models]
     if len(models) > 1:
         report["members"] = [
             {"model": path, "accuracy": float(np.trace(t.confusion) / t.confusion.sum()),

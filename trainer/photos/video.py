@@ -78,7 +78,14 @@ def can_open_as_video(path: str) -> bool:
 
 def open_capture(source: str | int) -> cv2.VideoCapture:
     """cv2.VideoCapture of a local file or a camera index; VideoUnavailableError if it fails."""
-    capture = cv2.VideoCapture(source)
+    # OpenCV logs a [ WARN ] line per backend it tried before giving up; the one error below
+    # says what the user needs to know.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        capture = cv2.VideoCapture(source)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
         capture.release()
         what = f"camera {source}" if isinstance(source, int) else source

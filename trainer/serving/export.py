@@ -10,9 +10,10 @@ SavedModel endpoints (keras.export.ExportArchive):
   classify_records(images: uint8 [N,S,S,1], S = the records' side) -> logits, probabilities
       (what `python -m trainer.evaluate` uses on the preprocessed records).
   metadata() -> class_names string [C], image_size int32 (the records' side),
-      network_image_size int32, source_image_size int32, tta string
+      network_image_size int32, source_image_size int32, tta string, provenance string (JSON:
+      what the model was trained on, trainer.serving.provenance)
 model.keras takes [N,S,S,1] faces (0..255) and returns logits; labels.json beside it holds the
-class names and sizes.
+class names, sizes and provenance.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE, resize_faces
 from trainer.data.augmentation import TestTimeAugmentation
+from trainer.serving.provenance import PROVENANCE_KEY
 from trainer.vggface.layers import VGGFace2Preprocess
 
 KERAS_MODEL_FILENAME = "model.keras"
@@ -56,7 +58,8 @@ def input_size(model: keras.Model) -> int:
 
 
 def serving_archive(model: keras.Model, class_names: list[str],
-                    tta: TestTimeAugmentation | None = None) -> keras.export.ExportArchive:
+                    tta: TestTimeAugmentation | None = None,
+                    provenance: dict | None = None) -> keras.export.ExportArchive:
     """The ExportArchive with the endpoints described in the module docstring."""
     names = tf.constant(class_names)
     image_size = input_size(model)
@@ -83,7 +86,8 @@ def serving_archive(model: keras.Model, class_names: list[str],
         return {"class_names": names, "image_size": tf.constant(image_size),
                 "network_image_size": tf.constant(network_size(model)),
                 "source_image_size": tf.constant(SOURCE_IMAGE_SIZE),
-                "tta": tf.constant(tta.mode if tta else "none")}
+                "tta": tf.constant(tta.mode if tta else "none"),
+                PROVENANCE_KEY: tf.constant(json.dumps(provenance or {}))}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -104,18 +108,20 @@ def network_size(model: keras.Model) -> int:
 
 
 def export_saved_model(model: keras.Model, class_names: list[str], path: str,
-                       tta: TestTimeAugmentation | None = None) -> None:
+                       tta: TestTimeAugmentation | None = None,
+                       provenance: dict | None = None) -> None:
     """Writes the serving SavedModel to `path` (local or gs://), replacing an older one only
     once the new one is whole: a job stopped while exporting leaves the previous export."""
     path = path.rstrip("/")
     staged = path + STAGED_SUFFIX
     _finish_interrupted_swap(path)
     _remove(staged)
-    serving_archive(model, class_names, tta).write_out(staged, verbose=False)
+    serving_archive(model, class_names, tta, provenance).write_out(staged, verbose=False)
     _swap_in(staged, path)
 
 
-def export_keras(model: keras.Model, class_names: list[str], export_dir: str) -> str:
+def export_keras(model: keras.Model, class_names: list[str], export_dir: str,
+                 provenance: dict | None = None) -> str:
     """Writes model.keras and labels.json to `export_dir` (local or gs://), each written
     beside its target and renamed over it when whole."""
     tf.io.gfile.makedirs(export_dir)
@@ -127,7 +133,8 @@ def export_keras(model: keras.Model, class_names: list[str], export_dir: str) ->
     tf.io.gfile.rename(target + STAGED_SUFFIX, target, overwrite=True)
     labels = {"class_names": list(class_names), "image_size": input_size(model),
               "network_image_size": network_size(model),
-              "source_image_size": SOURCE_IMAGE_SIZE, "output": "logits"}
+              "source_image_size": SOURCE_IMAGE_SIZE, "output": "logits",
+              PROVENANCE_KEY: provenance or {}}
     labels_path = posixpath.join(export_dir, LABELS_FILENAME)
     with tf.io.gfile.GFile(labels_path + STAGED_SUFFIX, "w") as f:
         f.write(json.dumps(labels, indent=2) + "\n")

@@ -25,6 +25,12 @@ import tensorflow as tf
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
 from trainer.serving.export import LABELS_FILENAME, raw_faces_to_records
+from trainer.serving.provenance import (
+    PROVENANCE_KEY,
+    describe,
+    ensemble_provenance,
+    synthetic_warning,
+)
 from trainer.serving.remote import UnsafeObjectNameError, local_copy
 
 
@@ -39,12 +45,15 @@ class ExportedModel:
     `logits_of_records(images)`: uint8 [N, S, S, 1] at `records_side` -> logits; the network's
     side (`image_size`) for the SavedModel and .keras, 48 for TFLite and ONNX, which take raw
     faces. `trackable` is the object that owns the model's variables (what a converter has to
-    save), None for TFLite and ONNX.
+    save), None for TFLite and ONNX. `provenance`: what it was trained on
+    (trainer.serving.provenance; {} for exports older than that record).
     """
 
     def __init__(self, path: str, class_names: list[str], image_size: int, raw_fn, records_fn,
-                 trackable=None, records_side: int | None = None):
+                 trackable=None, records_side: int | None = None,
+                 provenance: dict | None = None):
         self.path = path
+        self.provenance = provenance or {}
         self.class_names = class_names
         self.image_size = image_size
         self.records_side = image_size if records_side is None else records_side
@@ -59,6 +68,15 @@ class ExportedModel:
 
     def logits_of_records(self, images: tf.Tensor) -> tf.Tensor:
         return self._records_fn(tf.cast(images, tf.uint8))
+
+    def describe(self) -> str:
+        """One line: the model and what it was trained on."""
+        return f"model {self.path}: {describe(self.provenance)}"
+
+    @property
+    def synthetic_warning(self) -> str | None:
+        """One line when the model was trained on synthetic faces only, else None."""
+        return synthetic_warning(self.provenance)
 
 
 def load_exported(path: str) -> ExportedModel:
@@ -105,8 +123,10 @@ def _load_saved_model(path: str) -> ExportedModel:
     def records_fn(images):
         return loaded.classify_records(images)["logits"]
 
+    trained_on = (json.loads(metadata[PROVENANCE_KEY].numpy().decode())
+                  if PROVENANCE_KEY in metadata else {})
     return ExportedModel(path, class_names, int(metadata["image_size"].numpy()), raw_fn,
-                         records_fn, trackable=loaded)
+                         records_fn, trackable=loaded, provenance=trained_on)
 
 
 def _load_keras(path: str) -> ExportedModel:
@@ -125,7 +145,7 @@ def _load_keras(path: str) -> ExportedModel:
         return tf.nn.softmax(records_fn(raw_faces_to_records(faces, image_size))).numpy()
 
     return ExportedModel(path, list(labels["class_names"]), image_size, raw_fn, records_fn,
-                         trackable=model)
+                         trackable=model, provenance=labels.get(PROVENANCE_KEY))
 
 
 def _load_tflite(path: str) -> ExportedModel:
@@ -150,7 +170,8 @@ def _load_tflite(path: str) -> ExportedModel:
             return serve(faces=np.asarray(faces, np.uint8))["probabilities"].copy()
 
     return ExportedModel(path, list(labels["class_names"]), int(labels["image_size"]), raw_fn,
-                         _raw_face_logits(raw_fn), records_side=SOURCE_IMAGE_SIZE)
+                         _raw_face_logits(raw_fn), records_side=SOURCE_IMAGE_SIZE,
+                         provenance=labels.get(PROVENANCE_KEY))
 
 
 def _load_onnx(path: str) -> ExportedModel:
@@ -173,7 +194,8 @@ def _load_onnx(path: str) -> ExportedModel:
 
     return ExportedModel(path, json.loads(properties["class_names"]),
                          int(properties["image_size"]), raw_fn, _raw_face_logits(raw_fn),
-                         records_side=SOURCE_IMAGE_SIZE)
+                         records_side=SOURCE_IMAGE_SIZE,
+                         provenance=json.loads(properties.get(PROVENANCE_KEY, "{}")))
 
 
 def _read_labels(path: str) -> dict:
@@ -224,4 +246,6 @@ def load_ensemble(paths: list[str]) -> ExportedModel:
     sides = {m.records_side for m in members}
     return ExportedModel(" + ".join(paths), first.class_names,
                          first.image_size if len(sizes) == 1 else None, raw_fn, records_fn,
-                         records_side=first.records_side if len(sides) == 1 else None)
+                         records_side=first.records_side if len(sides) == 1 else None,
+                         provenance=ensemble_provenance(
+                             [m.provenance for m in members]))

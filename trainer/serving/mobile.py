@@ -23,6 +23,7 @@ import json
 import os
 import posixpath
 import tempfile
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +31,7 @@ import tensorflow as tf
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
 from trainer.serving.export import LABELS_FILENAME
 from trainer.serving.loader import ExportedModel, load_exported
+from trainer.serving.provenance import PROVENANCE_KEY
 
 FACES_SPEC = tf.TensorSpec([None, SOURCE_IMAGE_SIZE, SOURCE_IMAGE_SIZE], tf.uint8, name="faces")
 SERVING_SIGNATURE = "serving_default"
@@ -135,7 +137,13 @@ def _convert_tflite(model: ExportedModel, path: str, representative_faces) -> No
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
-    _write_bytes(converter.convert(), path)
+    with warnings.catch_warnings():
+        # TF's int8 calibrator runs the deprecated tf.lite.Interpreter inside the converter,
+        # which warns about it; this project runs its TFLite models with LiteRT already.
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is "
+                                "deprecated", category=UserWarning)
+        flatbuffer = converter.convert()
+    _write_bytes(flatbuffer, path)
     write_labels(model, posixpath.join(posixpath.dirname(path), LABELS_FILENAME))
 
 
@@ -156,7 +164,8 @@ def _as_saved_model(model: ExportedModel):
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = os.path.join(tmp, "saved_model")
-        export_saved_model(model.trackable, model.class_names, directory)
+        export_saved_model(model.trackable, model.class_names, directory,
+                           provenance=model.provenance)
         yield load_exported(directory)
 
 
@@ -165,7 +174,7 @@ def write_labels(model: ExportedModel, path: str) -> None:
     export directory's own beside model.keras, is kept when it names the same classes and side,
     and is an error otherwise: it belongs to another model."""
     labels = {"class_names": list(model.class_names), "image_size": int(model.image_size),
-              "source_image_size": SOURCE_IMAGE_SIZE}
+              "source_image_size": SOURCE_IMAGE_SIZE, PROVENANCE_KEY: model.provenance}
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
             present = json.load(f)
@@ -189,7 +198,8 @@ def export_onnx(source: ExportedModel | str, path: str, opset: int = ONNX_OPSET)
                                                  input_signature=[FACES_SPEC], opset=opset)
     onnx.helper.set_model_props(proto, {"class_names": json.dumps(model.class_names),
                                         "image_size": str(model.image_size),
-                                        "producer": "trainer.serving.mobile"})
+                                        "producer": "trainer.serving.mobile",
+                                        PROVENANCE_KEY: json.dumps(model.provenance)})
     _write_bytes(proto.SerializeToString(), path)
     return path
 

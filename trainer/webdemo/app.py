@@ -1,7 +1,10 @@
 """The web demo: a page to upload photos (or a webcam snapshot) and a JSON API, in Flask.
 
     GET  /              the page (static/index.html, app.js, style.css; no build step)
-    GET  /api/info      {"class_names", "model", "detector", "max_files", "max_upload_bytes"}
+    GET  /api/info      {"class_names", "model", "trained_on", "warning", "provenance",
+                         "detector", "max_files", "max_upload_bytes"}: the model's file name,
+                        what it was trained on (one line; trainer.serving.provenance) and the
+                        synthetic-data warning (or null)
     POST /predict       photos as a multipart form (any file fields) or one photo as the raw
                         body; ?annotate=1 adds "annotated": a JPEG data URL of the photo with
                         its faces drawn. Answers the JSON lines of `python -m trainer.predict`
@@ -10,18 +13,22 @@ Errors are JSON {"error": "..."}: 400 for no photo, a file that is no image or t
 413 for a body over the size limit or an image over the pixel limit. The model and the detector
 run one request at a time (a lock): neither is thread-safe, and on a CPU one call already uses
 the cores. Serve it with waitress (trainer/serve.py), which runs requests on worker threads.
+Each request is logged in one line (logger "trainer.webdemo": method, path, status, photos,
+faces, seconds).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import posixpath
 import threading
+import time
 
 import cv2
 import numpy as np
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from trainer.photos import video
@@ -33,7 +40,9 @@ from trainer.photos.files import (
     decode_photo,
 )
 from trainer.photos.predict import annotate, classify_photo, face_lines
+from trainer.serving.provenance import describe
 
+_LOG = logging.getLogger("trainer.webdemo")
 STATIC_DIR = posixpath.join(posixpath.dirname(__file__), "static")
 _ANNOTATED_MAX_SIDE = 1280
 _JPEG_QUALITY = 90
@@ -73,7 +82,9 @@ def create_app(model, options: video.FrameOptions | None = None,
     @app.get("/api/info")
     def info():
         return jsonify(class_names=model.class_names, model=posixpath.basename(
-            model.path.rstrip("/")), detector=options.detector, max_files=limits.max_files,
+            model.path.rstrip("/")), trained_on=describe(model.provenance),
+            warning=model.synthetic_warning, provenance=model.provenance,
+            detector=options.detector, max_files=limits.max_files,
             max_upload_bytes=limits.max_upload_bytes)
 
     @app.post("/predict")
@@ -95,9 +106,22 @@ def create_app(model, options: video.FrameOptions | None = None,
                 url = _data_url(annotate(photo, faces, photo_lines))
                 photo_lines = [{**line, "annotated": url} for line in photo_lines]
             lines.extend(photo_lines)
+        g.photos = len(uploads)
+        g.faces = sum(1 for line in lines if "emotion" in line)
         if len(errors) == len(uploads):  # nothing to answer: the (first) problem is the answer
             raise errors[0]
         return jsonify(lines)
+
+    @app.before_request
+    def start_clock():
+        g.started = time.monotonic()
+
+    @app.after_request
+    def log_request(response):
+        extra = (f" {g.photos} photo(s) {g.faces} face(s)" if "photos" in g else "")
+        _LOG.info("%s %s %d%s %.2f s", request.method, request.path, response.status_code,
+                  extra, time.monotonic() - g.get("started", time.monotonic()))
+        return response
 
     @app.errorhandler(BadUploadError)
     def bad_upload(error: BadUploadError):

@@ -204,6 +204,12 @@ def test_cli_prints_json_lines_and_exits_1_when_a_file_is_unreadable(export_dir,
         ["error", "file"]]
     assert os.path.exists(lines[0]["annotated"])
     assert "1 photos read, 1 faces, 1 unreadable" in result.stderr
+    # What the model is, before its answers: the session's model is "trained" on the demo's
+    # synthetic faces, so the warning follows in one line.
+    model_line, warning = result.stderr.splitlines()[:2]
+    assert model_line.startswith(f"model {export_dir.keras}: trained on fer2013_synthetic ")
+    assert "random weights, 56 px records, 7 classes" in model_line
+    assert warning.startswith("warning: this model was trained on synthetic drawn faces only")
 
 
 @pytest.mark.slow

@@ -203,3 +203,4 @@ def test_cli_reads_a_clip_and_fails_on_a_missing_camera_with_exit_2(export_dir, 
     camera = _cli("--model", export_dir.saved_model, "--camera", "0")
     assert camera.returncode == EXIT_USAGE
     assert camera.stderr.strip().splitlines()[-1].startswith("error: cannot open camera 0")
+    assert "[ WARN" not in camera.stderr  # OpenCV's tries of each backend stay quiet

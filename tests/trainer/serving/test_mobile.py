@@ -19,6 +19,7 @@ from tests.trainer.conftest import CLASS_NAMES, RECORDS_SIDE
 from trainer.photos.predict import predict_photos
 from trainer.serving import mobile
 from trainer.serving.loader import ModelLoadError, load_exported
+from trainer.serving.provenance import describe
 
 FLOAT_TOLERANCE = 1e-4
 
@@ -70,6 +71,10 @@ def test_float_export_gives_the_saved_models_probabilities(request, fixture, sav
     assert check.argmax_agreement == 1.0
     exported = load_exported(str(path))
     assert exported.class_names == CLASS_NAMES and exported.image_size == RECORDS_SIDE
+    # What the model was trained on travels into its mobile exports.
+    assert saved_model.provenance["dataset"] == "fer2013_synthetic"
+    assert exported.provenance == saved_model.provenance
+    assert exported.synthetic_warning == saved_model.synthetic_warning is not None
     assert exported.probabilities(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
 
 
@@ -205,6 +210,9 @@ def test_export_command_with_data_dir_reports_each_exports_accuracy(export_dir, 
         assert 0 <= line["accuracy"] <= 1 and 0 <= line["source_accuracy"] <= 1
     assert float_line["accuracy"] == pytest.approx(float_line["source_accuracy"], abs=1 / 21)
     assert int8_line["source_accuracy"] == float_line["source_accuracy"]
+    # A quiet console: no converter's multi-kilobyte INFO line, no deprecation warning.
+    assert max(map(len, result.stderr.splitlines()), default=0) < 300, result.stderr[-3000:]
+    assert "deprecated" not in result.stderr
 
 
 def test_export_command_usage_errors_exit_2(tmp_path):
@@ -235,6 +243,8 @@ def test_tflite_and_onnx_exports_are_scored_on_48px_records_as_the_saved_model_i
         assert report["records"] == reference["records"] == 56
         assert report["accuracy"] == reference["accuracy"], export.name
         assert report["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+        assert report["trained_on"] == [f"model {export}: " + describe(
+            load_exported(str(export_dir.saved_model)).provenance)]
     int8 = evaluate_exported([str(tflite_int8_model)], str(raw))
     assert abs(int8["accuracy"] - reference["accuracy"]) <= 0.15
     with pytest.raises(ModelLoadError, match="take raw faces: records written with "

@@ -8,6 +8,7 @@ the browser test is skipped when they are not installed; in CI (CI=true) their a
 
 import base64
 import json
+import logging
 import os
 import re
 import subprocess
@@ -169,31 +170,48 @@ def browser(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_page_shows_the_annotated_photo_and_a_chart_in_a_real_browser(server, browser,
-                                                                           tmp_path):
+def test_the_page_shows_the_annotated_photos_in_upload_order_in_a_real_browser(
+        server, browser, tmp_path):
+    """The page names the model and what it was trained on (with the synthetic-data warning),
+    shows two uploaded photos in upload order with one chart per face, and a failed upload
+    clears them and says why."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    photo = tmp_path / "grace_hopper.jpg"
-    cv2.imwrite(str(photo), hopper())
+    photos = [tmp_path / "zeta_hopper.jpg", tmp_path / "alpha_hopper.png"]
+    cv2.imwrite(str(photos[0]), hopper())
+    cv2.imwrite(str(photos[1]), hopper()[:, ::-1])
     browser.get(f"{server}/")
     WebDriverWait(browser, 20).until(
         lambda b: "Model" in b.find_element(By.ID, "model-info").text)
-    browser.find_element(By.ID, "photos").send_keys(str(photo))
+    assert "trained on fer2013_synthetic" in browser.find_element(By.ID, "model-info").text
+    warning = browser.find_element(By.ID, "model-warning")
+    assert warning.is_displayed() and "synthetic" in warning.text
+    browser.find_element(By.ID, "photos").send_keys("\n".join(map(str, photos)))
     WebDriverWait(browser, 60).until(lambda b: b.execute_script(
-        "const img = document.querySelector('img.annotated');"
-        "return img !== null && img.complete && img.naturalWidth > 0;"))
+        "const imgs = [...document.querySelectorAll('img.annotated')];"
+        "return imgs.length === 2 && imgs.every((img) => img.complete && img.naturalWidth);"))
 
     natural = browser.execute_script(
         "const img = document.querySelector('img.annotated');"
         "return [img.naturalWidth, img.naturalHeight];")
     assert natural == [hopper().shape[1], hopper().shape[0]]
+    captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "figcaption")]
+    assert captions == ["zeta_hopper.jpg: 1 face(s)", "alpha_hopper.png: 1 face(s)"]
     bars = browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")
-    assert [bar.get_attribute("data-class") for bar in bars] == CLASS_NAMES
-    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar.top")) == 1
-    assert re.search(r"1 photo\(s\), 1 face\(s\)", browser.find_element(By.ID, "status").text)
+    assert [bar.get_attribute("data-class") for bar in bars] == CLASS_NAMES * 2
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar.top")) == 2
+    assert re.search(r"2 photo\(s\), 2 face\(s\)", browser.find_element(By.ID, "status").text)
     browser.save_screenshot(str(tmp_path / "webdemo.png"))
     assert (tmp_path / "webdemo.png").stat().st_size > 10_000
+
+    not_a_photo = tmp_path / "notes.png"
+    not_a_photo.write_text("not an image")
+    browser.find_element(By.ID, "photos").send_keys(str(not_a_photo))
+    WebDriverWait(browser, 30).until(
+        lambda b: "Error" in b.find_element(By.ID, "status").text)
+    assert "not an image file" in browser.find_element(By.ID, "status").text
+    assert browser.find_elements(By.CSS_SELECTOR, ".result") == []
 
 
 @pytest.mark.slow
@@ -219,7 +237,26 @@ def test_serve_command_starts_on_a_free_port_and_rejects_a_bad_model(export_dir,
         process.wait(timeout=30)
 
 
-def test_info_names_the_model_and_its_limits(saved_model):
+def test_info_names_the_model_what_it_was_trained_on_and_its_limits(saved_model):
     client = create_app(saved_model, limits=LIMITS).test_client()
     info = json.loads(client.get("/api/info").data)
     assert (info["model"], info["max_upload_bytes"]) == ("saved_model", 2 * 1024 * 1024)
+    trained_on = info["provenance"]
+    assert (trained_on["dataset"], trained_on["synthetic"], trained_on["weights"]) == (
+        "fer2013_synthetic", True, "none")
+    assert trained_on["recipe"] == {"trainable_from": "none", "dense_units": 16}
+    assert info["trained_on"].startswith("trained on fer2013_synthetic (fer2013 labels")
+    assert info["warning"].startswith("warning: this model was trained on synthetic")
+
+
+def test_every_request_is_logged_in_one_line(saved_model, hopper_jpeg, caplog):
+    client = create_app(saved_model, limits=LIMITS).test_client()
+    with caplog.at_level(logging.INFO, logger="trainer.webdemo"):
+        client.post("/predict", data=hopper_jpeg, content_type="image/jpeg")
+        client.post("/predict", data=b"not an image", content_type="image/jpeg")
+        client.get("/api/info")
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 3, lines
+    assert re.fullmatch(r"POST /predict 200 1 photo\(s\) 1 face\(s\) \d+\.\d\d s", lines[0])
+    assert re.fullmatch(r"POST /predict 415 1 photo\(s\) 0 face\(s\) \d+\.\d\d s", lines[1])
+    assert re.fullmatch(r"GET /api/info 200 \d+\.\d\d s", lines[2])

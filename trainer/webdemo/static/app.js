@@ -1,5 +1,6 @@
 // The demo page: send photos to POST /predict?annotate=1, show each annotated photo and one
-// bar chart (SVG) of the class probabilities per face. Plain JS, no build step.
+// bar chart (SVG) of the class probabilities per face, in upload order; each upload replaces
+// the previous results (an error clears them). Plain JS, no build step.
 "use strict";
 
 const statusLine = document.getElementById("status");
@@ -17,8 +18,11 @@ async function loadInfo() {
   const info = await (await fetch("/api/info")).json();
   classNames = info.class_names;
   document.getElementById("model-info").textContent =
-    `Model ${info.model}, detector ${info.detector}; up to ${info.max_files} photos of ` +
-    `${Math.round(info.max_upload_bytes / 1048576)} MB per upload.`;
+    `Model ${info.model}: ${info.trained_on}. Detector ${info.detector}; up to ` +
+    `${info.max_files} photos of ${Math.round(info.max_upload_bytes / 1048576)} MB per upload.`;
+  const warning = document.getElementById("model-warning");
+  warning.textContent = info.warning || "";
+  warning.hidden = !info.warning;
 }
 
 async function analyse(files) {
@@ -26,13 +30,16 @@ async function analyse(files) {
   const form = new FormData();
   for (const file of files) form.append("photo", file, file.name || "snapshot.jpg");
   setStatus(`Analysing ${files.length} photo(s)…`);
+  results.replaceChildren();
   try {
     const response = await fetch("/predict?annotate=1", { method: "POST", body: form });
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
     showResults(body);
     const faces = body.filter((line) => "emotion" in line).length;
-    setStatus(`${files.length} photo(s), ${faces} face(s).`);
+    const failed = body.filter((line) => "error" in line).length;
+    setStatus(`${files.length} photo(s), ${faces} face(s)` +
+              (failed ? `, ${failed} not read.` : "."), failed > 0);
   } catch (error) {
     setStatus(`Error: ${error.message}`, true);
   }
@@ -44,13 +51,19 @@ function showResults(lines) {
     if (!byPhoto.has(line.file)) byPhoto.set(line.file, []);
     byPhoto.get(line.file).push(line);
   }
-  for (const [file, photoLines] of byPhoto) results.prepend(photoResult(file, photoLines));
+  for (const [file, photoLines] of byPhoto) results.append(photoResult(file, photoLines));
 }
 
 function photoResult(file, lines) {
   const figure = document.createElement("figure");
   figure.className = "result";
   const caption = document.createElement("figcaption");
+  if ("error" in lines[0]) {
+    caption.textContent = `${file}: ${lines[0].error}`;
+    caption.className = "error";
+    figure.append(caption);
+    return figure;
+  }
   caption.textContent = `${file}: ${lines[0].faces} face(s)`;
   const image = document.createElement("img");
   image.className = "annotated";
