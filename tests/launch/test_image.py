@@ -70,9 +70,10 @@ def test_repository_context_has_the_code_and_none_of_the_clutter():
     for path in files:
         top = path.split("/", 1)[0]
         assert top not in {".git", ".venv", "build", "dist", "tests", "bench", "demo_output",
-                           ".pytest_cache", ".ruff_cache"}, path
+                           ".pytest_cache", ".ruff_cache", "docs", "README.md"}, path
         assert "__pycache__" not in path and not path.endswith((".pyc", ".egg-info")), path
         assert not top.endswith(".egg-info"), path
+    assert "trainer/webdemo/static/index.html" in files  # the web demo's page is package data
 
 
 def test_archive_is_the_context_and_is_reproducible(tmp_path):
