@@ -23,11 +23,11 @@ from absl import flags
 
 from launch.errors import LaunchError, load_credentials
 from launch.validation import check_region
+from trainer.serving.emotion_fields import emotion_fields
 
 USAGE = """\
 python -m launch predict --endpoint ENDPOINT --project P --region R PHOTO_OR_DIR... \\
     [--batch_size 32] [--dry_run]"""
-_DECIMALS = 6  # as the prediction server rounds: the two commands print the same numbers
 MAX_BATCH = 64  # a face is ~16 kB of request JSON; Vertex AI takes at most 1.5 MB per request
 
 
@@ -113,9 +113,7 @@ def face_result(prediction: dict, class_names: list[str]) -> dict:
         raise LaunchError(f"Unexpected prediction from the endpoint: {json.dumps(prediction)[:200]}"
                           " (expected {\"probabilities\": ...}; is it serving a vggface-emotion "
                           "export with the predictor image?)")
-    top = max(named, key=named.get)
-    return {"emotion": top, "probability": round(named[top], _DECIMALS),
-            "probabilities": {name: round(p, _DECIMALS) for name, p in named.items()}}
+    return emotion_fields(list(named.values()), list(named))
 
 
 def lines_for(photos: list[Photo], results: dict[tuple[int, int], dict]) -> list[dict]:

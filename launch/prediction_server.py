@@ -30,12 +30,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
+from trainer.serving.emotion_fields import emotion_fields
+
 FACE_SIDE = 48
 DEFAULT_PORT = 8080
 DEFAULT_PREDICT_ROUTE = "/predict"
 DEFAULT_HEALTH_ROUTE = "/health"
 MAX_INSTANCES = 1000  # Vertex AI caps a request at 1.5 MB; a face is ~9 kB of JSON
-_DECIMALS = 6
 _LOG = logging.getLogger("launch.prediction_server")
 
 
@@ -75,17 +76,8 @@ def faces_from_body(body: bytes) -> np.ndarray:
 
 
 def prediction_rows(probabilities: np.ndarray, class_names: list[str]) -> list[dict]:
-    rows = []
-    for row in probabilities:
-        top = int(np.argmax(row))
-        rows.append({
-            "emotion": class_names[top],
-            "probability": round(float(row[top]), _DECIMALS),
-            "class_index": top,
-            "probabilities": {name: round(float(p), _DECIMALS)
-                              for name, p in zip(class_names, row, strict=True)},
-        })
-    return rows
+    return [{**emotion_fields(row, class_names), "class_index": int(np.argmax(row))}
+            for row in probabilities]
 
 
 class Predictor:

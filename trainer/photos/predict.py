@@ -26,6 +26,7 @@ import tensorflow as tf
 from trainer.photos import detection as face_finder
 from trainer.photos import video
 from trainer.photos.annotate import draw_faces, label_text
+from trainer.photos.face_entry import face_entry
 from trainer.photos.files import (
     NotAnImageError,
     UnreadablePhotoError,
@@ -37,7 +38,6 @@ from trainer.photos.files import (
 EXIT_OK = 0
 EXIT_UNREADABLE = 1
 EXIT_USAGE = 2
-_DECIMALS = 6  # as the prediction server rounds: the two commands print the same numbers
 
 
 @dataclasses.dataclass
@@ -62,21 +62,6 @@ class Summary:
 class PredictOptions:
     output_dir: str | None = None
     frames: video.FrameOptions = dataclasses.field(default_factory=video.FrameOptions)
-
-
-def face_entry(index: int, face: face_finder.DetectedFace | face_finder.Box, row: np.ndarray,
-               class_names: list[str]) -> dict:
-    """One face's fields: face, box, emotion, probability, probabilities[, landmarks]."""
-    detected = face if isinstance(face, face_finder.DetectedFace) else \
-        face_finder.DetectedFace(face)
-    top = int(np.argmax(row))
-    entry = {"face": index, "box": detected.box.as_dict(), "emotion": class_names[top],
-             "probability": round(float(row[top]), _DECIMALS),
-             "probabilities": {name: round(float(p), _DECIMALS)
-                               for name, p in zip(class_names, row, strict=True)}}
-    if detected.landmarks is not None:
-        entry["landmarks"] = detected.landmarks_dict()
-    return entry
 
 
 def face_lines(path: str, faces: list, probabilities: np.ndarray,

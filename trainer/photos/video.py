@@ -33,6 +33,8 @@ import tensorflow as tf
 
 from trainer.photos import detection, tracking
 from trainer.photos.annotate import draw_faces, label_text
+from trainer.photos.face_entry import face_entry
+from trainer.serving.emotion_fields import emotion_fields
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
 DEFAULT_BATCH_FRAMES = 8
@@ -119,8 +121,6 @@ def frames(capture: cv2.VideoCapture, every_n_frames: int = 1, max_frames: int |
 def frame_line(name: str, index: int, seconds: float, faces: list[detection.DetectedFace],
                probabilities: np.ndarray, class_names: list[str]) -> dict:
     """The JSON-ready line of one frame: its faces as the photo lines describe them."""
-    from trainer.photos.predict import face_entry
-
     return {"file": name, "frame": index, "time": round(seconds, 3), "faces": len(faces),
             "detections": [face_entry(i, face, row, class_names)
                            for i, (face, row) in enumerate(zip(faces, probabilities,
@@ -131,12 +131,7 @@ def add_tracks(line: dict, tracked: list[tuple[int, np.ndarray]], class_names: l
                ) -> None:
     """Adds each face's track and smoothed emotion to a frame line (raw values stay)."""
     for entry, (track, smoothed) in zip(line["detections"], tracked, strict=True):
-        top = int(np.argmax(smoothed))
-        entry.update(track=track, smoothed_emotion=class_names[top],
-                     smoothed_probability=round(float(smoothed[top]), 6),
-                     smoothed_probabilities={name: round(float(p), 6)
-                                             for name, p in zip(class_names, smoothed,
-                                                                strict=True)})
+        entry.update(track=track, **emotion_fields(smoothed, class_names, prefix="smoothed_"))
 
 
 def timeline_rows(line: dict, class_names: list[str]) -> list[list]:
@@ -244,11 +239,12 @@ def predict_video(classifier, capture: cv2.VideoCapture, name: str, options: Fra
                if output_dir is not None else None)
     progress = _Progress(expected, name)
     tracker = tracking.FaceTracker(classifier.class_names, options.smooth_frames)
+    sinks = _FrameSinks(tracker, outputs, out)
     try:
         batches = _batches(frames(capture, options.every_n_frames, options.max_frames, live),
                            options)
         for batch in batches:
-            _classify_batch(classifier, batch, name, (tracker, outputs, out), summary)
+            _classify_batch(classifier, batch, name, sinks, summary)
             progress.update(len(batch))
     except KeyboardInterrupt:  # a camera runs until Ctrl-C: keep what was written
         pass
@@ -278,8 +274,17 @@ def _batches(frame_iter, options: FrameOptions):
         yield batch
 
 
-def _classify_batch(classifier, batch, name, sinks, summary) -> None:
-    tracker, outputs, out = sinks
+@dataclasses.dataclass(frozen=True)
+class _FrameSinks:
+    """Where each classified frame goes: the tracker (smoothing), the files, the stream."""
+
+    tracker: tracking.FaceTracker
+    outputs: _Outputs | None
+    out: TextIO
+
+
+def _classify_batch(classifier, batch, name, sinks: _FrameSinks, summary) -> None:
+    tracker, outputs, out = sinks.tracker, sinks.outputs, sinks.out
     crops = np.concatenate([item[4] for item in batch])
     probabilities = classifier.probabilities(crops)
     start = 0
