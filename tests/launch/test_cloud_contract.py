@@ -22,6 +22,7 @@ from launch.local_cloud.custom_job import SUCCEEDED, LocalCustomJob
 from launch.local_cloud.endpoint import LocalEndpoint
 from tests.support.trainer_data import (
     FAST_FLAGS,
+    MID_EPOCH_BACKUPS,
     REPO_ROOT,
     balanced_counts,
     trainer_env,
@@ -78,7 +79,7 @@ def test_a_spot_job_preempted_and_restarted_with_identical_args_ends_as_an_unbro
     launch deploy's model, served as Vertex AI serves it, answers launch predict as
     `python -m trainer.predict` does."""
     job = launch_train(capsys, "gs://bucket/run", "--spot", "--", *TRAINER_ARGS,
-                       "--start_over")
+                       MID_EPOCH_BACKUPS, "--start_over")
     [pool] = job.job_spec.worker_pool_specs
     [run_id] = [a.split("=", 1)[1] for a in pool.container_spec.args if a.startswith("--run_id")]
     run = buckets.path("gs://bucket/run")

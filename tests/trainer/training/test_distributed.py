@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.trainer_data import (
     FAST_FLAGS,
+    MID_EPOCH_BACKUPS,
     REPO_ROOT,
     balanced_counts,
     run_trainer,
@@ -112,7 +113,8 @@ def test_a_worker_killed_mid_epoch_ends_the_job_and_the_restarted_job_resumes(tm
     data, job = tmp_path / "records", tmp_path / "job"
     write_data_dir(data, {"train": balanced_counts(8), "validation": balanced_counts(1),
                           "test": balanced_counts(1)}, image_size=32, num_shards=2)
-    args = (*common_flags(data, job, epochs=3), "--collective_timeout_seconds=60")
+    args = (*common_flags(data, job, epochs=3), MID_EPOCH_BACKUPS,
+            "--collective_timeout_seconds=60")
     total = 4 * (56 // 8)
     first = start_workers(args, [tmp_path / "first0.log", tmp_path / "first1.log"])
     deadline = time.monotonic() + 600

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.trainer_data import (
     FAST_FLAGS,
+    MID_EPOCH_BACKUPS,
     REPO_ROOT,
     balanced_counts,
     run_trainer,
@@ -41,7 +42,7 @@ def test_a_job_killed_while_fine_tuning_resumes_and_ends_at_the_same_step(tmp_pa
     data, job = tmp_path / "records", tmp_path / "job"
     write_data_dir(data, {"train": balanced_counts(8), "validation": balanced_counts(1),
                           "test": balanced_counts(1)}, image_size=32)
-    args = (f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS,
+    args = (f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS, MID_EPOCH_BACKUPS,
             f"--head_epochs={HEAD_EPOCHS}", f"--epochs={FINE_TUNE_EPOCHS}")
 
     with open(tmp_path / "first.log", "w") as log:
