@@ -64,11 +64,20 @@ class TrainMetrics:
         return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
 
+def compiles_whole_step(strategy: tf.distribute.Strategy) -> bool:
+    """Whether --jit_compile makes the whole replica step one XLA program (augmentation,
+    forward, loss, gradients, finiteness agreement, optimizer update, metric updates): on one
+    device and on TPUs. Under MirroredStrategy and MultiWorkerMirroredStrategy only the
+    forward and backward pass compile: the optimizer's update of mirrored variables goes
+    through the strategy's cross-replica all-reduce, outside any one device's XLA program."""
+    return strategy.num_replicas_in_sync == 1 or isinstance(strategy, tf.distribute.TPUStrategy)
+
+
 def train_function(strategy: tf.distribute.Strategy, spec: StepSpec,
                    optimizer: keras.optimizers.Optimizer, metrics: TrainMetrics,
                    global_batch: int):
     """`train_steps(iterator, first_step, num_steps)`: num_steps steps from global step
-    first_step on."""
+    first_step on; its `compiled_step` is the step's XLA program (see below)."""
     model, variables = spec.model, spec.model.trainable_variables
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -84,7 +93,8 @@ def train_function(strategy: tf.distribute.Strategy, spec: StepSpec,
             scaled_loss = optimizer.scale_loss(loss)
         return per_face, logits, tape.gradient(scaled_loss, variables)
 
-    if spec.jit_compile:
+    whole_step = spec.jit_compile and compiles_whole_step(strategy)
+    if spec.jit_compile and not whole_step:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(batch, step):
@@ -98,11 +108,18 @@ def train_function(strategy: tf.distribute.Strategy, spec: StepSpec,
         metrics.loss.update_state(per_face)
         metrics.accuracy.update_state(labels, logits)
 
+    if whole_step:
+        replica_step = tf.function(replica_step, jit_compile=True)
+
     @tf.function
     def train_steps(iterator, first_step, num_steps):
         for i in tf.range(num_steps):
             strategy.run(replica_step, args=(next(iterator), first_step + tf.cast(i, tf.int64)))
 
+    # The XLA program of a step, for bench/xla_programs.py and its tests: the whole replica
+    # step, or only its forward and backward pass (None without --jit_compile).
+    train_steps.compiled_step = (replica_step if whole_step else
+                                 forward_backward if spec.jit_compile else None)
     return train_steps
 
 
@@ -144,7 +161,8 @@ class Evaluator:
             def probabilities_of(images):
                 return tta.probabilities(lambda x: model(x, training=False), images)
 
-            if self._jit:
+            whole_step = self._jit and compiles_whole_step(self._strategy)
+            if self._jit and not whole_step:
                 # Only the model runs compiled: the metric updates touch mirrored variables,
                 # which an XLA cluster on one device cannot reach on the others.
                 probabilities_of = tf.function(probabilities_of, jit_compile=True)
@@ -155,6 +173,9 @@ class Evaluator:
                 self._loss.update_state(negative_log_likelihood(labels, probabilities),
                                         sample_weight=weights)
                 self._confusion.update_state(labels, probabilities, sample_weight=weights)
+
+            if whole_step:  # the metric updates too, as one program with the model
+                replica_eval = tf.function(replica_eval, jit_compile=True)
 
             @tf.function
             def eval_step(batch):

@@ -1,0 +1,71 @@
+"""--jit_compile on one device: the whole training step (augmentation, forward, loss, gradients,
+the optimizer's update with per-layer rates and decoupled decay, metric updates) is one XLA
+program, and it trains exactly as the step whose forward and backward pass alone compile (the
+only XLA step MirroredStrategy allows). Evaluation likewise. A tiny network: the step, not
+ResNet-50's compile time, is under test."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer.data.augmentation import Augmentation
+from trainer.training import steps
+from trainer.training.losses import WeightedCrossEntropy
+from trainer.training.optimizers import OptimizerSettings, make_optimizer
+
+SIDE, CLASSES, BATCH, STEPS = 12, 3, 4, 3
+
+
+def tiny_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((SIDE, SIDE, 1)), keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.BatchNormalization(),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(CLASSES)])
+
+
+def batches() -> tf.data.Dataset:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, CLASSES, BATCH * STEPS).astype(np.int32)
+    images = rng.integers(0, 256, (BATCH * STEPS, SIDE, SIDE, 1)).astype(np.uint8)
+    return tf.data.Dataset.from_tensor_slices(
+        (images, labels, tf.one_hot(labels, CLASSES))).batch(BATCH)
+
+
+def train(whole_step: bool, monkeypatch):
+    """(weights, metrics, train_steps) after STEPS steps of the recipe's optimizer kind."""
+    monkeypatch.setattr(steps, "compiles_whole_step", lambda strategy: whole_step)
+    model = tiny_model()
+    spec = steps.StepSpec(model, WeightedCrossEntropy(0.1, np.ones(CLASSES)),
+                          Augmentation(flip=True, rotation_degrees=10,
+                                       random_erasing=0.5).apply, seed=1, jit_compile=True)
+    settings = OptimizerSettings("sgd", momentum=0.9, nesterov=True, weight_decay=1e-3)
+    optimizer = make_optimizer(settings, 0.05, STEPS, multipliers=[(model.weights[0], 0.1)])
+    optimizer.build(model.trainable_variables)
+    metrics = steps.TrainMetrics()
+    strategy = tf.distribute.get_strategy()
+    train_steps = steps.train_function(strategy, spec, optimizer, metrics, BATCH)
+    train_steps(iter(batches()), tf.constant(0, tf.int64), tf.constant(STEPS))
+    updated = [*model.weights, *optimizer.variables, *metrics.loss.variables,
+               *metrics.accuracy.variables]
+    return [w.numpy() for w in model.weights], metrics.values(), train_steps, updated
+
+
+def test_the_whole_step_compiles_to_one_program_that_trains_as_the_split_one(monkeypatch):
+    whole_weights, whole_metrics, whole, updated = train(True, monkeypatch)
+    split_weights, split_metrics, _, _ = train(False, monkeypatch)
+    for a, b in zip(whole_weights, split_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert whole_metrics == pytest.approx(split_metrics, rel=1e-5)
+
+    # One program: its result is every variable the step updates (model, optimizer slots and
+    # iteration count, both metrics' totals), not just the gradients.
+    images, labels, targets = next(iter(batches()))
+    hlo = whole.compiled_step.experimental_get_compiler_ir(
+        (images, labels, targets), tf.constant(0, tf.int64))(stage="hlo")
+    entry = next(line for line in hlo.splitlines() if line.startswith("ENTRY"))
+    results = entry.split("->", 1)[1]
+    assert results.count("[") == len(updated) > len(whole_weights)
