@@ -3,7 +3,8 @@
 The container images (containers/) and Dataflow's `--setup_file` install this distribution, so
 the ranges below are the versions the code is known to work with, not wishes. The base install
 is what every part needs; extras add the Beam driver (preprocess), TFLite/ONNX exports (mobile),
-the web demo (web), the cloud launchers (cloud) and the tests (dev).
+the web demo (web), the cloud launchers (cloud), the CUDA libraries for NVIDIA GPUs (gpu) and
+the tests (dev).
 """
 
 import setuptools
@@ -35,6 +36,9 @@ setuptools.setup(
     extras_require={
         # The Beam job's driver (a Dataflow worker image has Beam already).
         "preprocess": ["apache-beam[gcp]>=2.77,<3"],
+        # NVIDIA GPUs: TensorFlow with its CUDA, cuDNN and NCCL wheels (pinned for TF 2.21 in
+        # containers/cuda-constraints.txt; the host needs only the NVIDIA driver).
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "mobile": ["ai-edge-litert>=2.3,<3", "tf2onnx>=1.17,<2", "onnx>=1.23,<2",
                    "onnxruntime>=1.32,<2"],
         "web": ["flask>=3.1,<4", "waitress>=3.0,<4"],

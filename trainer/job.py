@@ -34,6 +34,7 @@ from trainer.training.strategy import (
     current_task,
     precision_policy,
     split_cpu,
+    unseen_gpus_warning,
     wait_for_other_workers,
 )
 
@@ -42,6 +43,8 @@ def run(config: TrainConfig, env: Mapping[str, str] = os.environ) -> dict:
     """Trains, evaluates and exports; returns the test report."""
     started = time.monotonic()
     split_cpu(config.logical_cpu_devices)
+    if warning := unseen_gpus_warning():
+        logging.warning(warning)
     strategy = create_strategy(config.strategy, config.tpu, config.collective_timeout_seconds)
     task = current_task(strategy)
     policy = precision_policy(config.mixed_precision, strategy)

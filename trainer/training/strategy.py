@@ -97,6 +97,23 @@ def _multi_worker_strategy(collective_timeout_seconds: float):
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 
 
+NVIDIA_GPUS = "/proc/driver/nvidia/gpus"  # one entry per GPU the NVIDIA driver runs
+
+
+def unseen_gpus_warning(nvidia_gpus: str = NVIDIA_GPUS) -> str | None:
+    """One line when the NVIDIA driver runs GPUs that TensorFlow does not see (a TensorFlow
+    installed without its CUDA libraries trains on the CPU without a word), else None."""
+    try:
+        count = len(os.listdir(nvidia_gpus))
+    except OSError:
+        return None
+    if count == 0 or tf.config.list_physical_devices("GPU"):
+        return None
+    return (f"{count} NVIDIA GPU(s) found ({nvidia_gpus}) but TensorFlow sees none: this "
+            "TensorFlow lacks its CUDA libraries, so training runs on the CPU. Install them: "
+            "pip install -c constraints.txt -c containers/cuda-constraints.txt \".[gpu]\"")
+
+
 def create_strategy(name: str = "auto", tpu: str | None = None,
                     collective_timeout_seconds: float = 0.0) -> tf.distribute.Strategy:
     """The strategy for `--strategy`; `auto` picks TPU if --tpu is given, else Mirrored on >1
