@@ -67,10 +67,13 @@ class TrainMetrics:
 def compiles_whole_step(strategy: tf.distribute.Strategy) -> bool:
     """Whether --jit_compile makes the whole replica step one XLA program (augmentation,
     forward, loss, gradients, finiteness agreement, optimizer update, metric updates): on one
-    device and on TPUs. Under MirroredStrategy and MultiWorkerMirroredStrategy only the
-    forward and backward pass compile: the optimizer's update of mirrored variables goes
-    through the strategy's cross-replica all-reduce, outside any one device's XLA program."""
-    return strategy.num_replicas_in_sync == 1 or isinstance(strategy, tf.distribute.TPUStrategy)
+    device (the default strategy, OneDeviceStrategy). TPUStrategy compiles the whole replica
+    step by itself. Under MirroredStrategy and MultiWorkerMirroredStrategy only the forward
+    and backward pass compile: the optimizer's update of mirrored variables goes through the
+    strategy's cross-replica all-reduce, outside any one device's XLA program."""
+    return not isinstance(strategy, (tf.distribute.MirroredStrategy,
+                                     tf.distribute.MultiWorkerMirroredStrategy,
+                                     tf.distribute.TPUStrategy))
 
 
 def train_function(strategy: tf.distribute.Strategy, spec: StepSpec,
