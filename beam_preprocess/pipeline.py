@@ -11,7 +11,6 @@ transforms.py; the commit runs here, in the driver, once the pipeline has finish
 from __future__ import annotations
 
 import logging
-import posixpath
 
 import apache_beam as beam
 from absl import flags
@@ -24,7 +23,7 @@ from beam_preprocess.commit import finish_run, stage_job_config
 from beam_preprocess.gcs_emulator import skip_credential_lookup_when_emulated
 from beam_preprocess.job_config import JobConfig
 from beam_preprocess.numbered_lines import read_first_line
-from beam_preprocess.record_format import DEFAULT_IMAGE_SIZE
+from beam_preprocess.record_format import DEFAULT_IMAGE_SIZE, dataset_name_of
 from beam_preprocess.transforms import (
     CountRows,
     GroupIntoShards,
@@ -92,8 +91,7 @@ def config_from_flags() -> JobConfig:
         ferplus_path=_FERPLUS_CSV.value,
         max_bad_fraction=_MAX_BAD_FRACTION.value,
         shard_seed=_SHARD_SEED.value,
-        dataset_name=_DATASET_NAME.value or posixpath.splitext(posixpath.basename(
-            _INPUT.value.rstrip("/")))[0],
+        dataset_name=_DATASET_NAME.value or dataset_name_of(_INPUT.value),
     )
 
 

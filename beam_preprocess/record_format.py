@@ -135,6 +135,11 @@ def parse_example(serialized, image_size: int, num_classes: int = 0,
     return parsed
 
 
+def dataset_name_of(input_path: str) -> str:
+    """A data set's default name: its input file's name without extension."""
+    return posixpath.splitext(posixpath.basename(input_path.rstrip("/")))[0]
+
+
 class ManifestError(ValueError):
     """The manifest is missing, unreadable, or does not match what the reader expects."""
 
@@ -190,7 +195,7 @@ class Manifest:
     @property
     def dataset_name(self) -> str:
         """`dataset`, or the input file's stem for manifests written before it was recorded."""
-        return self.dataset or posixpath.splitext(posixpath.basename(self.input_path))[0]
+        return self.dataset or dataset_name_of(self.input_path)
 
     @property
     def synthetic(self) -> bool:
