@@ -4,7 +4,7 @@ The container images (containers/) and Dataflow's `--setup_file` install this di
 the ranges below are the versions the code is known to work with, not wishes. The base install
 is what every part needs; extras add the Beam driver (preprocess), TFLite/ONNX exports (mobile),
 the web demo (web), the cloud launchers (cloud), the CUDA libraries for NVIDIA GPUs (gpu) and
-the tests (dev).
+the tests and the XLA programs' jax runner (dev).
 """
 
 import setuptools
@@ -46,7 +46,10 @@ setuptools.setup(
                   "build>=1.2,<2", "apache-beam[gcp]>=2.77,<3"],
         "dev": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "ruff>=0.15,<1",
                 "gcp-storage-emulator>=2024.1", "build>=1.2,<2", "selenium>=4.51,<5",
-                "requests>=2.32,<3"],
+                "requests>=2.32,<3",
+                # bench/xla_programs.py runs the trainer's XLA programs with jax's XLA (tests:
+                # its CPU backend; 0.10 here, 0.11 on the GPU machine it was written for).
+                "jax>=0.10,<0.12"],
     },
     package_data={"trainer.webdemo": ["static/*"]},
 )

@@ -110,11 +110,16 @@ class EmotionTask:
         if c.cache_features:
             step_model, sources = self._cached(sources, dirs)
             augment = None  # flips are the cached second view
+        return TrainingPlan(self.model, self.step_spec(step_model, augment), sources["train"],
+                            sources["validation"], self.phases(), self.loop_settings(),
+                            self.enter_phase, self.make_optimizer)
+
+    def step_spec(self, step_model: keras.Model, augment: Augmentation | None) -> StepSpec:
+        """What a training step of `step_model` computes (the model, or the part above the
+        cut on cached features)."""
         prepare = augment.apply if augment else None
-        step = StepSpec(step_model, self.loss(), prepare, c.seed, c.jit_compile)
-        return TrainingPlan(self.model, step, sources["train"], sources["validation"],
-                            self.phases(), self.loop_settings(), self.enter_phase,
-                            self.make_optimizer)
+        return StepSpec(step_model, self.loss(), prepare, self.config.seed,
+                        self.config.jit_compile)
 
     def _cached(self, sources: dict, dirs: OutputDirs):
         """The part above the cut, and feature caches of the train and validation faces."""

@@ -57,6 +57,16 @@ def input_size(model: keras.Model) -> int:
     return int(model.input_shape[1])
 
 
+def face_probabilities(model: keras.Model, faces: tf.Tensor) -> tf.Tensor:
+    """What serving_default answers, as probabilities: raw faces -> records -> the model."""
+    return tf.nn.softmax(model_logits(model, raw_faces_to_records(faces, input_size(model))))
+
+
+def model_logits(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
+    """float32 logits of `model` (any precision policy) on uint8 records."""
+    return tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+
+
 def serving_archive(model: keras.Model, class_names: list[str],
                     tta: TestTimeAugmentation | None = None,
                     provenance: dict | None = None) -> keras.export.ExportArchive:
@@ -70,7 +80,7 @@ def serving_archive(model: keras.Model, class_names: list[str],
     @tf.function(input_signature=[
         tf.TensorSpec([None, image_size, image_size, 1], tf.uint8, name="images")])
     def logits_of(images):
-        return tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+        return model_logits(model, images)
 
     def answer(probabilities):
         index = tf.argmax(probabilities, axis=1)

@@ -45,7 +45,7 @@ def training_provenance(config, manifest: Manifest, manifest_bytes: bytes,
         "image_size": manifest.image_size,
         "network_image_size": network_image_size,
         "class_names": list(manifest.class_names),
-        "recipe": _recipe(config),
+        "recipe": recipe_of(config),
         "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -56,7 +56,8 @@ def _weights_name(weights: str | None) -> str:
     return weights if weights == "vggface2" else posixpath.basename(weights)
 
 
-def _recipe(config) -> dict:
+def recipe_of(config) -> dict:
+    """The TrainConfig fields that differ from their defaults (paths and hardware left out)."""
     recipe = {}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)

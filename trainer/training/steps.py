@@ -120,9 +120,11 @@ def train_function(strategy: tf.distribute.Strategy, spec: StepSpec,
             strategy.run(replica_step, args=(next(iterator), first_step + tf.cast(i, tf.int64)))
 
     # The XLA program of a step, for bench/xla_programs.py and its tests: the whole replica
-    # step, or only its forward and backward pass (None without --jit_compile).
+    # step, or only its forward and backward pass (None without --jit_compile);
+    # forward_backward is that pass, (inputs, targets, key) -> (per-face loss, logits, gradients).
     train_steps.compiled_step = (replica_step if whole_step else
                                  forward_backward if spec.jit_compile else None)
+    train_steps.forward_backward = forward_backward
     return train_steps
 
 
@@ -158,7 +160,17 @@ class Evaluator:
                                                     replicas)))
         return self._datasets[id(source)][1]
 
+    def compiled_step(self, model: keras.Model, tta: TestTimeAugmentation | None = None):
+        """The XLA program of one replica's evaluation step, (images, labels, targets,
+        weights) -> None (it updates the metrics), for bench/xla_programs.py; None without
+        jit_compile or where only the model compiles."""
+        return self._programs(model, tta or TestTimeAugmentation("none"))[2]
+
     def _step(self, model: keras.Model, tta: TestTimeAugmentation):
+        return self._programs(model, tta)[1]
+
+    def _programs(self, model: keras.Model, tta: TestTimeAugmentation):
+        """(model, the evaluation step, its whole-step XLA program or None)."""
         key = (id(model), tta)
         if key not in self._steps:
             def probabilities_of(images):
@@ -184,5 +196,5 @@ class Evaluator:
             def eval_step(batch):
                 self._strategy.run(replica_eval, args=batch)
 
-            self._steps[key] = (model, eval_step)
-        return self._steps[key][1]
+            self._steps[key] = (model, eval_step, replica_eval if whole_step else None)
+        return self._steps[key]
