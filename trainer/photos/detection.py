@@ -12,72 +12,31 @@ this module needs OpenCV 4.x.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-from typing import Protocol
 
 import cv2
 import numpy as np
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
+from trainer.photos.alignment import align_face
+from trainer.photos.face_types import (
+    DEFAULT_MARGIN,
+    HAAR,
+    MTCNN,
+    Box,
+    DetectedFace,
+    FaceDetector,
+    FaceDetectorUnavailableError,
+    search_scale,
+)
 
 CASCADE_FILENAME = "haarcascade_frontalface_default.xml"
-# fer2013 faces show a little more than a Haar box (the forehead and the chin): each side of
-# the box grows by this fraction of its width before cropping.
-DEFAULT_MARGIN = 0.1
 # Faces much smaller than fer2013's 48 px carry little detail.
 DEFAULT_MIN_FACE_SIZE = 32
 _CASCADE_WINDOW = 24  # the frontal-face cascade's own size: it finds nothing smaller
-DETECTION_MAX_SIDE = 1024
-MTCNN, HAAR = "mtcnn", "haar"
 DETECTOR_CHOICES = (MTCNN, HAAR)
 DEFAULT_DETECTOR = MTCNN
-
-
-class FaceDetectorUnavailableError(RuntimeError):
-    """A detector cannot run here: no Haar cascade in this OpenCV, or no `mtcnn` package."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Box:
-    """A face rectangle in photo pixels: top-left corner and size."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-
-# The five MTCNN landmarks, in this order; "left" is the photo's left (the person's right eye).
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectedFace:
-    """A face as a detector reports it: its box, and its five landmarks [5, 2] (x, y in photo
-    pixels, in LANDMARK_NAMES order) when the detector gives them."""
-
-    box: Box
-    landmarks: np.ndarray | None = None
-    confidence: float | None = None
-
-    def landmarks_dict(self) -> dict[str, list[int]] | None:
-        if self.landmarks is None:
-            return None
-        return {name: [round(float(v)) for v in point]
-                for name, point in zip(LANDMARK_NAMES, self.landmarks, strict=True)}
-
-
-class FaceDetector(Protocol):
-    """Finds faces in a uint8 BGR [H, W, 3] or grey [H, W] photo, left to right."""
-
-    name: str
-
-    def detect(self, photo: np.ndarray, min_face_size: int) -> list[DetectedFace]: ...
 
 
 class HaarDetector:
@@ -102,15 +61,11 @@ def get_detector(name: str = DEFAULT_DETECTOR) -> FaceDetector:
     if name == HAAR:
         return HaarDetector()
     if name == MTCNN:
+        # Imported on first use: `mtcnn` brings TensorFlow, which the Haar path never needs.
         from trainer.photos.mtcnn_detector import MtcnnDetector
 
         return MtcnnDetector()
     raise ValueError(f"Unknown face detector {name!r}; choose one of {', '.join(DETECTOR_CHOICES)}")
-
-
-def search_scale(shape: tuple[int, ...]) -> float:
-    """The factor (<= 1) that brings a photo's longer side down to DETECTION_MAX_SIDE."""
-    return min(1.0, DETECTION_MAX_SIDE / max(shape[:2]))
 
 
 @functools.cache
@@ -203,8 +158,6 @@ def crop_faces(photo: np.ndarray, detected: list[DetectedFace],
                margin: float = DEFAULT_MARGIN) -> np.ndarray:
     """uint8 [N, 48, 48]: each face aligned by its landmarks when it has them (eyes level,
     fer2013 framing), else cut from its box grown by `margin`."""
-    from trainer.photos.alignment import align_face
-
     gray = to_gray(photo)
     faces = np.zeros((len(detected), SOURCE_IMAGE_SIZE, SOURCE_IMAGE_SIZE), np.uint8)
     for i, face in enumerate(detected):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.trainer.photos import composites
-from trainer.photos import detection
+from trainer.photos import detection, face_types
 from trainer.photos.alignment import (
     TEMPLATE_48,
     align_face,
@@ -37,7 +37,7 @@ def test_mtcnn_finds_the_real_face_and_its_five_landmarks(hopper):
     left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
     assert left_eye[0] < nose[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
     assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
-    assert list(face.landmarks_dict()) == list(detection.LANDMARK_NAMES)
+    assert list(face.landmarks_dict()) == list(face_types.LANDMARK_NAMES)
 
 
 # (composite, MTCNN (found, false hits), Haar (found, false hits)), as measured.
