@@ -39,6 +39,7 @@ from trainer.data.input_pipeline import (
     epoch_permutations,
     padded_batches,
     this_pipeline,
+    tuned_without_model_thread,
 )
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -103,7 +104,7 @@ class FeatureCache:
                                                seed * 1_000_003 + position)
         else:
             dataset = self._shuffled_from_memory(pipeline, per_replica_batch, seed, position)
-        return dataset.prefetch(AUTOTUNE)
+        return tuned_without_model_thread(dataset.prefetch(AUTOTUNE))
 
     def eval_dataset(self, pipeline: Pipeline, per_replica_batch: int,
                      num_replicas: int) -> tf.data.Dataset:
