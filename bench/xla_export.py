@@ -124,15 +124,16 @@ def _write_program(program: Program, xla_dir: str, save_values: bool) -> dict:
     args = program.call_args()
     proto = program.function.experimental_get_compiler_ir(*args)(stage="hlo_serialized")
     Path(xla_dir, program.name + HLO_SUFFIX).write_bytes(proto)
-    shape = hlo_pb2.HloModuleProto.FromString(proto).host_program_shape
+    module = hlo_pb2.HloModuleProto.FromString(proto)
+    shape = module.host_program_shape
     # The program's parameters: the arguments, then what the function captures (variables'
     # handles, constants), in the order the concrete function holds them.
     concrete = program.function.get_concrete_function(*args)
     values = [*args, *concrete.captured_inputs]
-    names = {id(v.handle): v.name for v in concrete.variables}
-    parameters = [_parameter(p, program, i, names.get(id(values[i]), "") if i < len(values)
-                             else "") for i, p in enumerate(shape.parameters)]
-    module = hlo_pb2.HloModuleProto.FromString(proto)
+    name_of_handle = {id(v.handle): v.name for v in concrete.variables}
+    names = [name_of_handle.get(id(v), "") for v in values]
+    parameters = [_parameter(p, program, i, names[i] if i < len(names) else "")
+                  for i, p in enumerate(shape.parameters)]
     for alias in module.input_output_alias.entries:  # variables the program updates in place
         parameters[alias.parameter_number]["updated_by_result"] = alias.output_shape_index[0]
     entry = {"file": program.name + HLO_SUFFIX, "faces": program.faces,
