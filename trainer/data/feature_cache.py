@@ -41,6 +41,7 @@ from trainer.data.input_pipeline import (
     this_pipeline,
     tuned_without_model_thread,
 )
+from trainer.training.preemption import raise_if_sigterm_received
 
 AUTOTUNE = tf.data.AUTOTUNE
 MEMORY = "memory"
@@ -275,6 +276,7 @@ class _Extractor:
                 "files": [posixpath.basename(f) for f in writer.close()],
                 "layout": dataclasses.asdict(layout)}
         # Written last: a directory without it is an interrupted cache and is rebuilt.
+        raise_if_sigterm_received()
         with tf.io.gfile.GFile(posixpath.join(directory, CACHE_INFO_FILENAME), "w") as f:
             f.write(json.dumps(info, indent=1) + "\n")
         return _disk_cache(split, layout, directory, info)

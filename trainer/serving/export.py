@@ -29,6 +29,7 @@ import tensorflow as tf
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE, resize_faces
 from trainer.data.augmentation import TestTimeAugmentation
 from trainer.serving.provenance import PROVENANCE_KEY
+from trainer.training.preemption import raise_if_sigterm_received
 from trainer.vggface.layers import VGGFace2Preprocess
 
 KERAS_MODEL_FILENAME = "model.keras"
@@ -147,6 +148,7 @@ def export_keras(model: keras.Model, class_names: list[str], export_dir: str,
         local = os.path.join(tmp, KERAS_MODEL_FILENAME)
         model.save(local)
         tf.io.gfile.copy(local, target + STAGED_SUFFIX, overwrite=True)
+    raise_if_sigterm_received()
     tf.io.gfile.rename(target + STAGED_SUFFIX, target, overwrite=True)
     labels = {"class_names": list(class_names), "image_size": input_size(model),
               "network_image_size": network_size(model),
@@ -155,6 +157,7 @@ def export_keras(model: keras.Model, class_names: list[str], export_dir: str,
     labels_path = posixpath.join(export_dir, LABELS_FILENAME)
     with tf.io.gfile.GFile(labels_path + STAGED_SUFFIX, "w") as f:
         f.write(json.dumps(labels, indent=2) + "\n")
+    raise_if_sigterm_received()
     tf.io.gfile.rename(labels_path + STAGED_SUFFIX, labels_path, overwrite=True)
     return target
 
@@ -167,6 +170,7 @@ def _remove(path: str) -> None:
 def _swap_in(staged: str, path: str) -> None:
     """The old export steps aside, the staged one takes its name, the old one goes."""
     retired = path + RETIRED_SUFFIX
+    raise_if_sigterm_received()
     _remove(retired)
     if tf.io.gfile.exists(path):
         tf.io.gfile.rename(path, retired)

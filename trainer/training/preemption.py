@@ -10,6 +10,7 @@ when only one machine was told to stop.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 # The conventional exit status of a process ended by SIGTERM (128 + 15): Vertex AI and shells
@@ -35,18 +36,44 @@ class StoppedBySigterm(Exception):  # noqa: N818 - an event, not an error
                          "and caches are intact); rerun the same command to finish")
 
 
+# Set by the handler of stop_on_sigterm_between_steps; never cleared: the process is ending.
+_sigterm_received = threading.Event()
+
+
 def stop_on_sigterm_between_steps() -> None:
     """SIGTERM raises StoppedBySigterm in the main thread at the next Python instruction.
 
     Outside the loop (which saves a backup instead, see PreemptionWatch) nothing is worth
     saving, and everything written is safe to abandon: feature caches are marked complete
     last, exports are written beside their target and swapped in whole.
+
+    Python drops an exception raised in a garbage-collector or weakref callback (jax, when
+    installed, adds one) after printing it as "Exception ignored"; the stop would be lost
+    and a half-written export swapped in. So the handler also sets a flag that the commit
+    points check (raise_if_sigterm_received) and the training loop starts from, and such a
+    dropped stop is not printed.
     """
     def stop(signum, frame):
         del signum, frame
+        _sigterm_received.set()
         raise StoppedBySigterm()
 
     signal.signal(signal.SIGTERM, stop)
+    sys.unraisablehook = _not_reporting_stops(sys.unraisablehook)
+
+
+def _not_reporting_stops(report):
+    def unraisable(info):
+        if not isinstance(info.exc_value, StoppedBySigterm):
+            report(info)
+    return unraisable
+
+
+def raise_if_sigterm_received() -> None:
+    """Called before a write is made visible (a rename, a completion mark): a stop that
+    Python dropped (see stop_on_sigterm_between_steps) still stops the job there."""
+    if _sigterm_received.is_set():
+        raise StoppedBySigterm()
 
 
 class PreemptionWatch:
@@ -54,6 +81,8 @@ class PreemptionWatch:
 
     def __init__(self):
         self._signalled = threading.Event()
+        if _sigterm_received.is_set():  # a stop dropped before training began
+            self._signalled.set()
         self._previous = None
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
