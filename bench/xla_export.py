@@ -71,24 +71,28 @@ def batch_inputs(batch_size: int, side: int, num_classes: int) -> tuple[Input, I
             Input("targets", tf.one_hot(labels, num_classes), 0, 1))
 
 
-def training_programs(spec: StepSpec, optimizer, num_classes: int,
-                      batch_size: int) -> list[Program]:
-    """The train step as the trainer compiles it on one device, and its forward and backward
-    pass alone (what MirroredStrategy compiles), for one batch."""
+def training_programs(spec: StepSpec, optimizer, num_classes: int, batch_size: int,
+                      steps_per_call: int = 1) -> list[Program]:
+    """A call of the train steps as the trainer compiles it on one device (steps_per_call
+    batches, stacked), and one step's forward and backward pass alone (what MirroredStrategy
+    compiles)."""
     optimizer.build(spec.model.trainable_variables)
     train_steps = train_function(tf.distribute.get_strategy(), spec, optimizer, TrainMetrics(),
-                                 batch_size)
+                                 batch_size, steps_per_call)
     if train_steps.compiled_step is None:
         raise ValueError("the train step is not compiled: the spec needs jit_compile=True")
     images, labels, targets = batch_inputs(batch_size, input_size(spec.model), num_classes)
+    stacked = [Input(i.role, tf.stack([i.value] * steps_per_call), i.low, i.high)
+               for i in (images, labels, targets)]
+    count = Input("steps", tf.constant(steps_per_call), steps_per_call, steps_per_call + 1)
     step = Input("step", tf.constant(0, tf.int64), 0, 1000)
     key = Input("key", step_key(spec.seed, 0, 0), 0, 2**31)
 
-    def train_step(images, labels, targets, step):
-        return train_steps.compiled_step((images, labels, targets), step)
+    def train_step(images, labels, targets, count, step):
+        return train_steps.compiled_step((images, labels, targets), count, step)
 
     return [Program("train_step", tf.function(train_step, jit_compile=True),
-                    (images, labels, targets, step), batch_size),
+                    (*stacked, count, step), steps_per_call * batch_size),
             Program("forward_backward",
                     tf.function(train_steps.forward_backward, jit_compile=True),
                     (images, targets, key), batch_size)]
@@ -210,7 +214,8 @@ def trainer_programs(config: TrainConfig, records_side: int) -> list[Program]:
     task.enter_phase(phase)
     num_classes = task.manifest.num_classes
     return (training_programs(task.step_spec(task.model, task.augmentation),
-                              task.make_optimizer(phase), num_classes, config.batch_size)
+                              task.make_optimizer(phase), num_classes, config.batch_size,
+                              config.steps_per_execution)
             + evaluation_programs(task.model, num_classes, config.batch_size))
 
 

@@ -9,8 +9,9 @@ without it (a GPU machine with jax but no TensorFlow).
 (trainer.task: model, loss, device augmentation, optimizer of the last phase with its per-layer
 rates) on one device with --jit_compile, and writes, for a batch of --batch_size faces of the
 records' side (--records_side, default the fer2013 48 px):
-  train_step        the whole replica step: augmentation, forward, loss, gradients, finiteness
-                    agreement, optimizer update, metric updates (trainer.training.steps)
+  train_step        a call of --steps_per_execution whole replica steps: augmentation, forward,
+                    loss, gradients, finiteness agreement, optimizer update, metric updates
+                    (trainer.training.steps), the steps a loop inside the one program
   forward_backward  its forward and backward pass alone (what MirroredStrategy compiles)
   eval_step         the evaluation step with its metric updates (steps.Evaluator)
   serve             raw 48x48 faces -> probabilities, as serving_default answers them

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from bench.xla_export import evaluation_programs, training_programs, value_of, write_programs
 from tests.conftest import REPO_ROOT
-from tests.support.tiny_step import BATCH, CLASSES, tiny_model, tiny_step
+from tests.support.tiny_step import BATCH, CLASSES, STEPS, tiny_model, tiny_step
 
 SCRIPT = REPO_ROOT / "bench" / "xla_programs.py"
 # `run` as on a GPU machine that has jax but neither TensorFlow nor this project.
@@ -53,7 +53,7 @@ def tensorflow_results(program, entry: dict, xla_dir) -> list[np.ndarray]:
 def test_exported_programs_run_without_tensorflow_and_compute_what_it_computes(tmp_path):
     model = tiny_model()
     spec, optimizer = tiny_step(model)
-    programs = [*training_programs(spec, optimizer, CLASSES, BATCH),
+    programs = [*training_programs(spec, optimizer, CLASSES, BATCH, steps_per_call=STEPS),
                 *evaluation_programs(model, CLASSES, BATCH)]
     catalogue = write_programs(programs, str(tmp_path / "xla"), "tiny", save_values=True)
     expected = {p.name: tensorflow_results(p, catalogue["programs"][p.name], tmp_path / "xla")
@@ -63,7 +63,8 @@ def test_exported_programs_run_without_tensorflow_and_compute_what_it_computes(t
                                     "--save_outputs", tmp_path / "outputs")
     assert result.returncode == 0, result.stderr[-3000:]
     for name, results in expected.items():
-        assert f"| {name} | {BATCH} |" in result.stdout  # a row of timings per program
+        faces = BATCH * STEPS if name == "train_step" else BATCH  # train_step: STEPS steps
+        assert f"| {name} | {faces} |" in result.stdout  # a row of timings per program
         outputs = np.load(tmp_path / "outputs" / f"{name}.npz")
         assert len(outputs) == len(results) > 0
         for i, want in enumerate(results):

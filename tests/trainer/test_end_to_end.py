@@ -256,8 +256,9 @@ def test_cached_features_train_a_full_model_whose_validation_accuracy_they_repor
 
 @pytest.mark.slow
 def test_mixed_precision_and_xla_train_on_cpu_and_export_float32(trained_job, tmp_path):
-    """The TPU settings (configs/tpu.cfg) run here first: XLA compiles the step (device
-    augmentation included) on CPU, and bfloat16 runs on CPU as on TPU."""
+    """The TPU settings (configs/tpu.cfg) run here first: XLA compiles the steps (device
+    augmentation included; a call of --steps_per_execution steps, longer than the epoch's,
+    as one program) on CPU, and bfloat16 runs on CPU as on TPU."""
     import keras
 
     import trainer.vggface.layers  # noqa: F401  (registers the model's layers for loading)
@@ -266,11 +267,13 @@ def test_mixed_precision_and_xla_train_on_cpu_and_export_float32(trained_job, tm
     job = tmp_path / "job"
     result = run_trainer(f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS,
                          "--mixed_precision=bfloat16", "--jit_compile", "--head_epochs=1",
-                         "--epochs=1", "--rotation_degrees=10", "--crop_scale=0.9")
+                         "--epochs=1", "--rotation_degrees=10", "--crop_scale=0.9",
+                         "--steps_per_execution=3")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "policy mixed_bfloat16" in result.stderr
     metrics = json.loads((job / "eval/metrics.json").read_text())
     assert np.isfinite(metrics["loss"]) and metrics["records"] == 14
+    assert metrics["training"]["total_steps"] == metrics["training"]["steps_run_by_last_process"]
     model = keras.saving.load_model(job / "export/model.keras", compile=False)
     assert {w.dtype for w in model.weights} == {"float32"}
     assert model.compute_dtype == "float32"

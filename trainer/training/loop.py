@@ -125,7 +125,7 @@ class Trainer:
             logging.info("resumed %s phase from backup %s at step %d of %d", phase.name, path,
                          int(step.numpy()), phase.steps)
         train_steps = train_function(self.strategy, self.plan.step, optimizer, self.metrics,
-                                     self.global_batch)
+                                     self.global_batch, self.plan.settings.steps_per_execution)
         return PhaseState(phase, optimizer, step, plateau, backup, train_steps)
 
     def _run_phase(self, phase: Phase, watch: PreemptionWatch, restore: bool) -> None:

@@ -3,7 +3,8 @@
 A training step takes one batch per replica as the host sent it (uint8 faces, labels,
 targets), augments it on the device with draws keyed by (seed, global step, replica), runs the
 forward and backward pass and applies the gradients. Several steps run per tf.function call
-(--steps_per_execution), which TPUs need to stay busy.
+(--steps_per_execution), which TPUs need to stay busy; on one device with --jit_compile a
+call's steps are one XLA program.
 
 Float16 loss scaling: Keras' LossScaleOptimizer, when it applies gradients under a
 tf.distribute strategy, decides "skip the step and halve the scale" from the first local
@@ -78,9 +79,10 @@ def compiles_whole_step(strategy: tf.distribute.Strategy) -> bool:
 
 def train_function(strategy: tf.distribute.Strategy, spec: StepSpec,
                    optimizer: keras.optimizers.Optimizer, metrics: TrainMetrics,
-                   global_batch: int):
-    """`train_steps(iterator, first_step, num_steps)`: num_steps steps from global step
-    first_step on; its `compiled_step` is the step's XLA program (see below)."""
+                   global_batch: int, steps_per_call: int = 1):
+    """`train_steps(iterator, first_step, num_steps)`: num_steps (<= steps_per_call) steps
+    from global step first_step on; its `compiled_step` is the XLA program of a call (see
+    below)."""
     model, variables = spec.model, spec.model.trainable_variables
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -111,21 +113,62 @@ def train_function(strategy: tf.distribute.Strategy, spec: StepSpec,
         metrics.loss.update_state(per_face)
         metrics.accuracy.update_state(labels, logits)
 
-    if whole_step:
-        replica_step = tf.function(replica_step, jit_compile=True)
+    # One device with --jit_compile: a call's steps are one XLA program. The iterator cannot
+    # enter XLA, so the call's batches come stacked, always steps_per_call of them (a short
+    # chunk is padded and `count` says how many are real): one program for every chunk.
+    @tf.function(jit_compile=True)
+    def replica_steps(batches, count, first_step):
+        def one_step(i):
+            replica_step(_nth(batches, i), first_step + tf.cast(i, tf.int64))
+            return i + 1
+
+        # Not `for i in tf.range(count)`: XLA takes a loop's bound as a compile-time constant,
+        # one program per chunk length. The fixed maximum keeps `count` a runtime argument.
+        tf.while_loop(lambda i: i < count, one_step, [tf.constant(0)],
+                      maximum_iterations=steps_per_call)
 
     @tf.function
     def train_steps(iterator, first_step, num_steps):
+        if whole_step:
+            batches = stacked_batches(iterator, num_steps, steps_per_call)
+            strategy.run(replica_steps, args=(batches, num_steps, first_step))
+            return
         for i in tf.range(num_steps):
             strategy.run(replica_step, args=(next(iterator), first_step + tf.cast(i, tf.int64)))
 
-    # The XLA program of a step, for bench/xla_programs.py and its tests: the whole replica
-    # step, or only its forward and backward pass (None without --jit_compile);
-    # forward_backward is that pass, (inputs, targets, key) -> (per-face loss, logits, gradients).
-    train_steps.compiled_step = (replica_step if whole_step else
+    # The XLA program of a call, for bench/xla_programs.py and its tests: the whole call
+    # (batches, count, first_step) or only a step's forward and backward pass (None without
+    # --jit_compile); forward_backward is that pass, (inputs, targets, key) -> (per-face loss,
+    # logits, gradients).
+    train_steps.compiled_step = (replica_steps if whole_step else
                                  forward_backward if spec.jit_compile else None)
     train_steps.forward_backward = forward_backward
     return train_steps
+
+
+def stacked_batches(iterator, count, capacity: int):
+    """`count` (<= capacity) batches from `iterator`, stacked on a new leading axis of length
+    `capacity` (zeros after the first `count`)."""
+    arrays = tf.nest.map_structure(
+        lambda spec: tf.TensorArray(spec.dtype, size=count, element_shape=spec.shape),
+        iterator.element_spec)
+    for i in tf.range(count):
+        arrays = _written(arrays, i, next(iterator))
+
+    def padded(array):
+        stacked = array.stack()
+        padding = [[0, capacity - count]] + [[0, 0]] * (stacked.shape.rank - 1)
+        return tf.ensure_shape(tf.pad(stacked, padding), [capacity, *stacked.shape[1:]])
+
+    return tf.nest.map_structure(padded, arrays)
+
+
+def _nth(stacked, index):
+    return tf.nest.map_structure(lambda tensor: tensor[index], stacked)
+
+
+def _written(arrays, index, batch):
+    return tf.nest.map_structure(lambda array, tensor: array.write(index, tensor), arrays, batch)
 
 
 class Evaluator:
