@@ -15,8 +15,10 @@ from collections.abc import Iterable
 from absl import flags
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_preprocess.user_error import UserError
 
-class UnknownFlagError(flags.Error):
+
+class UnknownFlagError(UserError, flags.Error):
     """An argument that is neither one of our flags nor a Beam pipeline option."""
 
 

@@ -52,13 +52,14 @@ from beam_preprocess.record_format import (
 )
 from beam_preprocess.row_counts import RowCounts, TooManyBadRowsError, check_bad_fraction
 from beam_preprocess.shard_writer import ShardResult
+from beam_preprocess.user_error import UserError
 
 _LOG = logging.getLogger(__name__)
 _SHARD_PATTERN = re.compile(rf"^({'|'.join(SPLITS)})-\d{{5}}-of-\d{{5}}{re.escape(SHARD_SUFFIX)}$")
 _HASH_BLOCK_BYTES = 1 << 20
 
 
-class CommitError(RuntimeError):
+class CommitError(UserError, RuntimeError):
     """The staged results and the files on disk disagree: the run must be repeated."""
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE, USAGE_TO_SPLIT
+from beam_preprocess.user_error import UserError
 
 REQUIRED_COLUMNS = ("emotion", "pixels", "Usage")
 NUM_PIXELS = SOURCE_IMAGE_SIZE * SOURCE_IMAGE_SIZE
@@ -23,7 +24,7 @@ BOM = "\ufeff"
 SPLIT_TO_USAGE = {split: usage for usage, split in USAGE_TO_SPLIT.items()}
 
 
-class HeaderError(ValueError):
+class HeaderError(UserError, ValueError):
     """The file is not a fer2013-format CSV; raised before any output is written."""
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from absl import flags
 
-from beam_preprocess.commit import CommitError
 from beam_preprocess.csv_rows import HeaderError
 from beam_preprocess.row_counts import TooManyBadRowsError
+from beam_preprocess.user_error import UserError
 
-# flags.Error covers arguments.UnknownFlagError too.
-_EXPECTED = (HeaderError, TooManyBadRowsError, CommitError, FileNotFoundError, flags.Error)
+# absl's flags.Error: a malformed or missing flag.
+_EXPECTED = (UserError, flags.Error)
 
 
 def user_facing_message(error: BaseException) -> str | None:

@@ -12,7 +12,8 @@ import sys
 from absl import app, flags
 
 from beam_preprocess import absl_command
-from beam_preprocess.commit import CommitError, finish_staged_run
+from beam_preprocess.commit import finish_staged_run
+from beam_preprocess.user_error import UserError
 
 flags.DEFINE_string("output_dir", None, "The job's --output_dir (local or gs://).",
                     required=True)
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         finish_staged_run(flags.FLAGS.output_dir.rstrip("/"), flags.FLAGS.run_id)
-    except (CommitError, FileNotFoundError) as error:
+    except UserError as error:
         print(f"beam_preprocess.finish: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -33,6 +33,7 @@ from beam_preprocess.transforms import (
     WriteJsonLines,
     WriteShardFiles,
 )
+from beam_preprocess.user_error import UserError
 
 _LOG = logging.getLogger(__name__)
 
@@ -95,11 +96,15 @@ def config_from_flags() -> JobConfig:
     )
 
 
+class InputNotFoundError(UserError, FileNotFoundError):
+    """--input or --ferplus_csv names no file."""
+
+
 def check_inputs(config: JobConfig) -> csv_rows.ColumnLayout:
     """Reads the headers in the driver: a wrong file fails before any output is written."""
     for path in filter(None, [config.input_path, config.ferplus_path]):
         if not FileSystems.exists(path):
-            raise FileNotFoundError(f"{path}: no such file")
+            raise InputNotFoundError(f"{path}: no such file")
     layout = csv_rows.parse_header(read_first_line(config.input_path), config.input_path)
     if config.ferplus_path:
         ferplus.check_header(read_first_line(config.ferplus_path), config.ferplus_path)

@@ -32,6 +32,8 @@ import json
 import posixpath
 from typing import Any
 
+from beam_preprocess.user_error import UserError
+
 SCHEMA_VERSION = 2
 
 IMAGE_KEY = "image"
@@ -140,7 +142,7 @@ def dataset_name_of(input_path: str) -> str:
     return posixpath.splitext(posixpath.basename(input_path.rstrip("/")))[0]
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """The manifest is missing, unreadable, or does not match what the reader expects."""
 
 

@@ -12,9 +12,10 @@ import dataclasses
 
 from beam_preprocess.csv_rows import BadRow, FaceRow
 from beam_preprocess.ferplus import DroppedRow
+from beam_preprocess.user_error import UserError
 
 
-class TooManyBadRowsError(ValueError):
+class TooManyBadRowsError(UserError, ValueError):
     """More rows were invalid than --max_bad_fraction allows: probably the wrong file."""
 
 

@@ -1,7 +1,7 @@
 """`python -m launch image|preprocess|train|deploy|predict ...`: our code on Google Cloud.
 
-A problem the user can fix ends in one message on stderr and exit code 1 (2 for bad flags),
-never a stack trace.
+A problem the user can fix (a UserError) ends in one message on stderr and exit code 1 for
+the cloud's refusals (LaunchError), 2 for bad flags and inputs, never a stack trace.
 """
 
 import importlib
@@ -10,6 +10,7 @@ import sys
 
 from absl import flags
 
+from beam_preprocess.user_error import UserError
 from launch.errors import LaunchError
 
 COMMANDS = {
@@ -43,9 +44,9 @@ def main(argv: list[str]) -> int:
         print(f"launch {command}: error: {error}\nSee `python -m launch {command} --help`.",
               file=sys.stderr)
         return 2
-    except LaunchError as error:
+    except UserError as error:
         print(f"launch {command}: error: {error}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(error, LaunchError) else 2
 
 
 if __name__ == "__main__":

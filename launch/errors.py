@@ -8,6 +8,8 @@ fault and never carry a credential.
 import contextlib
 from collections.abc import Iterator
 
+from beam_preprocess.user_error import UserError
+
 LOGIN_ADVICE = (
     "Run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
     "service-account key file) and try again."
@@ -20,7 +22,7 @@ ENABLE_APIS_ADVICE = (
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
-class LaunchError(Exception):
+class LaunchError(UserError):
     """A problem the user can fix; the message says how."""
 
 

@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
+from beam_preprocess.user_error import UserError
 from trainer.serving.emotion_fields import emotion_fields
 
 FACE_SIDE = 48
@@ -40,7 +41,7 @@ MAX_INSTANCES = 1000  # Vertex AI caps a request at 1.5 MB; a face is ~9 kB of J
 _LOG = logging.getLogger("launch.prediction_server")
 
 
-class BadRequestError(ValueError):
+class BadRequestError(UserError, ValueError):
     """The request body is not what the predict route takes; the message says why."""
 
 
@@ -160,11 +161,11 @@ def main(argv: list[str]) -> int:
     if not args.model:
         print("error: no model: pass --model or set AIP_STORAGE_URI", file=sys.stderr)
         return 2
-    from trainer.serving.loader import ModelLoadError, load_exported
+    from trainer.serving.loader import load_exported
 
     try:
         model = load_exported(args.model)
-    except ModelLoadError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     predict_route = os.environ.get("AIP_PREDICT_ROUTE", DEFAULT_PREDICT_ROUTE)

@@ -9,8 +9,8 @@ Used by scripts/demo.sh to choose between the pretrained and the from-scratch de
 import argparse
 import sys
 
+from beam_preprocess.user_error import UserError
 from trainer.vggface.download import locate_vggface_weights
-from trainer.vggface.weight_files import WeightFileError
 
 parser = argparse.ArgumentParser()
 parser.add_argument("path", nargs="?")
@@ -18,7 +18,7 @@ parser.add_argument("--timeout", type=float, default=10.0)
 args = parser.parse_args()
 try:
     found = locate_vggface_weights(args.path, timeout=args.timeout)
-except (WeightFileError, FileNotFoundError) as error:
+except UserError as error:
     print(f"demo: {args.path} is not usable: {str(error).splitlines()[0]}", file=sys.stderr)
     sys.exit(2)
 print(found or "")

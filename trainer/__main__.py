@@ -10,9 +10,9 @@ import sys
 from absl import app, flags
 
 from beam_preprocess import absl_command
-from beam_preprocess.record_format import ManifestError
+from beam_preprocess.user_error import UserError
 from trainer import config
-from trainer.config import ConfigError, config_from_flags, define_flags
+from trainer.config import config_from_flags, define_flags
 
 
 def main(argv):
@@ -24,24 +24,17 @@ def main(argv):
     tf = console.import_tensorflow()
     tf.get_logger().setLevel("WARNING")
     from trainer import job
-    from trainer.data.input_pipeline import CorruptRecordError
-    from trainer.serving.loader import ModelLoadError
     from trainer.training.preemption import (
         EXIT_PREEMPTED,
         Preempted,
         StoppedBySigterm,
         stop_on_sigterm_between_steps,
     )
-    from trainer.training.strategy import StrategyError
-    from trainer.vggface.download import WeightsUnavailableError
-    from trainer.vggface.weight_files import WeightFileError
 
-    expected = (ConfigError, ManifestError, StrategyError, CorruptRecordError, ModelLoadError,
-                WeightFileError, WeightsUnavailableError, FileNotFoundError)
     stop_on_sigterm_between_steps()
     try:
         job.run(config_from_flags())
-    except expected as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (Preempted, StoppedBySigterm) as e:

@@ -13,6 +13,7 @@ import dataclasses
 
 from absl import flags
 
+from beam_preprocess.user_error import UserError
 from trainer.vggface.layout import TRAIN_ALL, TRAINABLE_FROM_CHOICES
 
 WEIGHTS_NONE = "none"
@@ -24,7 +25,7 @@ TTA_CHOICES = ("none", "flip", "ten_crop")
 FERPLUS_TARGET_CHOICES = ("majority", "distribution")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A flag value, or a combination of them, that cannot work."""
 
 

@@ -34,19 +34,16 @@ def main(argv):
     console.set_up_logging()
     tf = console.import_tensorflow()
     tf.get_logger().setLevel("WARNING")
-    from beam_preprocess.record_format import ManifestError
-    from trainer.data.input_pipeline import CorruptRecordError
+    from beam_preprocess.user_error import UserError
     from trainer.evaluation.exported import evaluate_exported
     from trainer.evaluation.report_files import write_report
-    from trainer.serving.loader import ModelLoadError
 
     try:
         report = evaluate_exported(_MODELS.value, _DATA_DIR.value, _SPLIT.value, _TTA.value,
                                    _CROP.value, _BATCH.value)
         if _OUTPUT.value:
             print(f"wrote {write_report(report, _OUTPUT.value)}")
-    except (ManifestError, CorruptRecordError, ModelLoadError, FileNotFoundError,
-            ValueError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = {k: report[k] for k in ("split", "records", "accuracy", "loss", "tta",

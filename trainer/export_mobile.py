@@ -86,16 +86,16 @@ def main(argv: list[str]) -> int:
                              exitcode=EXIT_USAGE)
     from trainer import console
 
-    tf = console.import_tensorflow()  # quietly: no CUDA noise on CPU machines
+    console.import_tensorflow()  # quietly: no CUDA noise on CPU machines
     console.set_up_logging()  # the converters' INFO chatter (a 5 kB input-name list) kept out
 
-    from beam_preprocess.record_format import ManifestError
-    from trainer.serving.loader import ModelLoadError, load_exported
+    from beam_preprocess.user_error import UserError
+    from trainer.serving.loader import load_exported
 
     try:
         source = load_exported(FLAGS.model)
         lines = _export_all(source)
-    except (ModelLoadError, ManifestError, tf.errors.OpError, OSError, ValueError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     for line in lines:

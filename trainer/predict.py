@@ -26,9 +26,11 @@ from beam_preprocess import absl_command
 from trainer import console
 
 # The photo libraries import TensorFlow: first, quietly (no CUDA noise on CPU machines).
-tf = console.import_tensorflow()
+console.import_tensorflow()
 
+from beam_preprocess.user_error import UserError  # noqa: E402
 from trainer.photos import detection, tracking, video  # noqa: E402
+from trainer.photos.files import make_output_dir  # noqa: E402
 from trainer.photos.predict import EXIT_USAGE, PredictOptions, predict_paths  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -72,22 +74,20 @@ def _options() -> PredictOptions:
 
 
 def _run(paths: list[str]) -> int:
-
-    from trainer.serving.loader import ModelLoadError, load_ensemble
+    from trainer.serving.loader import load_ensemble
 
     try:
         # Before loading the model: a bad --output, detector or camera fails in seconds.
         detection.get_detector(FLAGS.detector)
         if FLAGS.output:
-            tf.io.gfile.makedirs(FLAGS.output)
+            make_output_dir(FLAGS.output)
         capture = video.open_capture(FLAGS.camera) if FLAGS.camera is not None else None
         classifier = load_ensemble(FLAGS.model)
         console.print_provenance(classifier)
         if capture is not None:
             return _run_camera(classifier, capture)
         summary = predict_paths(classifier, paths, _options())
-    except (ModelLoadError, detection.FaceDetectorUnavailableError, video.VideoUnavailableError,
-            tf.errors.OpError, OSError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     print(summary.line(), file=sys.stderr)

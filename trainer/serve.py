@@ -18,12 +18,11 @@ from beam_preprocess import absl_command
 from trainer import console
 
 # The photo libraries import TensorFlow: first, quietly (no CUDA noise on CPU machines).
-tf = console.import_tensorflow()
+console.import_tensorflow()
 
 from trainer.photos import detection  # noqa: E402
 
 EXIT_USAGE = 2
-WAITRESS_BODY_FACTOR = 4
 FLAGS = flags.FLAGS
 
 
@@ -46,11 +45,10 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}", exitcode=EXIT_USAGE)
-    import waitress
-
+    from beam_preprocess.user_error import UserError
     from trainer.photos.video import FrameOptions
-    from trainer.serving.loader import ModelLoadError, load_ensemble
-    from trainer.webdemo.app import Limits, create_app
+    from trainer.serving.loader import load_ensemble
+    from trainer.webdemo.app import Limits, create_app, create_server
 
     console.set_up_logging()  # one readable line per request (trainer.webdemo)
     limits = Limits(max_upload_bytes=FLAGS.max_upload_mb * 1024 * 1024,
@@ -58,14 +56,9 @@ def main(argv: list[str]) -> int:
     try:
         detection.get_detector(FLAGS.detector)
         model = load_ensemble(FLAGS.model)
-        server = waitress.create_server(
-            create_app(model, FrameOptions(detector=FLAGS.detector), limits), host=FLAGS.host,
-            port=FLAGS.port, threads=FLAGS.threads,
-            # Waitress buffers a body before the app sees it; up to this size Flask answers
-            # 413 as JSON, beyond it waitress cuts the upload off with its own 413.
-            max_request_body_size=WAITRESS_BODY_FACTOR * limits.max_upload_bytes)
-    except (ModelLoadError, detection.FaceDetectorUnavailableError, tf.errors.OpError,
-            OSError) as e:
+        server = create_server(create_app(model, FrameOptions(detector=FLAGS.detector), limits),
+                               FLAGS.host, FLAGS.port, FLAGS.threads, limits)
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     console.print_provenance(model)

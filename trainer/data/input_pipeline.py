@@ -36,13 +36,14 @@ from beam_preprocess.record_format import (
     Manifest,
     parse_example,
 )
+from beam_preprocess.user_error import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 PROGRESS_SECONDS = 60
 _DECODE_BATCH = 512
 
 
-class CorruptRecordError(RuntimeError):
+class CorruptRecordError(UserError, RuntimeError):
     """A shard file holds a record that cannot be read or decoded."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from beam_preprocess.record_format import ManifestError
 from trainer.data.augmentation import TestTimeAugmentation
 from trainer.data.input_pipeline import Pipeline, RecordFiles
 from trainer.data.manifest import load_manifest
@@ -54,7 +55,8 @@ def evaluate_exported(model_paths: list[str], data_dir: str, split: str = "test"
     each member's accuracy and loss under "members"."""
     manifest = load_manifest(data_dir)
     if split not in manifest.splits:
-        raise ValueError(f"unknown split {split!r}; the manifest has {sorted(manifest.splits)}")
+        raise ManifestError(f"{data_dir}: no split {split!r}; the manifest has "
+                            f"{sorted(manifest.splits)}")
     models = [load_exported(path) for path in model_paths]
     for model in models:
         _check_fits(model, manifest, data_dir)

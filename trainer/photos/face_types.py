@@ -9,6 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
+from beam_preprocess.user_error import UserError
+
 MTCNN, HAAR = "mtcnn", "haar"
 # fer2013 faces show a little more than a Haar box (the forehead and the chin): each side of
 # the box grows by this fraction of its width before cropping.
@@ -16,7 +18,7 @@ DEFAULT_MARGIN = 0.1
 DETECTION_MAX_SIDE = 1024
 
 
-class FaceDetectorUnavailableError(RuntimeError):
+class FaceDetectorUnavailableError(UserError, RuntimeError):
     """A detector cannot run here: no Haar cascade in this OpenCV, or no `mtcnn` package."""
 
 

@@ -12,12 +12,18 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from beam_preprocess.user_error import UserError
+
 # What a directory argument expands to; a file named explicitly is tried whatever its name.
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class UnreadablePhotoError(ValueError):
+class UnreadablePhotoError(UserError, ValueError):
     """A path that is missing, unreadable, or not an image OpenCV can decode."""
+
+
+class UnwritableOutputError(UserError, OSError):
+    """An output directory or file that cannot be created."""
 
 
 def expand_photo_paths(paths: list[str], extra_extensions: tuple[str, ...] = ()) -> list[str]:
@@ -106,13 +112,25 @@ def _header_size(data: bytes, name: str, limits: PhotoLimits) -> tuple[int, int]
     return width, height
 
 
+def make_output_dir(path: str) -> None:
+    """Creates the output directory `path` (local or gs://) before any work is done."""
+    try:
+        tf.io.gfile.makedirs(path)
+    except (OSError, tf.errors.OpError) as error:
+        raise UnwritableOutputError(f"{path}: cannot create the output directory "
+                                    f"({_short(error)})") from None
+
+
 def write_png(image: np.ndarray, path: str) -> None:
     """Writes a uint8 grey or BGR image to `path` (local or gs://) as PNG."""
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise ValueError(f"PNG encoding failed for an image of shape {image.shape}")
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(encoded.tobytes())
+    try:
+        with tf.io.gfile.GFile(path, "wb") as f:
+            f.write(encoded.tobytes())
+    except (OSError, tf.errors.OpError) as error:
+        raise UnwritableOutputError(f"{path}: cannot write it ({_short(error)})") from None
 
 
 def _short(error: Exception) -> str:

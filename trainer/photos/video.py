@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from beam_preprocess.user_error import UserError
 from trainer.photos import detection, tracking
 from trainer.photos.annotate import draw_faces, label_text
 from trainer.photos.face_entry import face_entry
@@ -42,7 +43,7 @@ _FALLBACK_FPS = 25.0
 _FOURCC = "mp4v"
 
 
-class VideoUnavailableError(ValueError):
+class VideoUnavailableError(UserError, ValueError):
     """A video file or camera that OpenCV cannot open or read a frame from."""
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
+from beam_preprocess.user_error import UserError
 from trainer.serving.export import LABELS_FILENAME, raw_faces_to_records
 from trainer.serving.provenance import (
     PROVENANCE_KEY,
@@ -34,7 +35,7 @@ from trainer.serving.provenance import (
 from trainer.serving.remote import UnsafeObjectNameError, local_copy
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """The --model path is not an export that trainer.serving.export writes, or is unreadable."""
 
 
@@ -89,6 +90,11 @@ def load_exported(path: str) -> ExportedModel:
             model = _load_local(local, path)
     except UnsafeObjectNameError as error:
         raise ModelLoadError(str(error)) from None
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, tf.errors.OpError) as error:  # unreadable or corrupt files
+        message = getattr(error, "message", None) or str(error)
+        raise ModelLoadError(f"{path}: cannot be loaded ({message.splitlines()[0]})") from None
     model.path = path
     return model
 

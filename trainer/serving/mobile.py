@@ -29,9 +29,15 @@ import numpy as np
 import tensorflow as tf
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
+from beam_preprocess.user_error import UserError
 from trainer.serving.export import LABELS_FILENAME
 from trainer.serving.loader import ExportedModel, load_exported
 from trainer.serving.provenance import PROVENANCE_KEY
+
+
+class MobileExportError(UserError, ValueError):
+    """A TFLite or ONNX export that cannot be made or written where asked."""
+
 
 FACES_SPEC = tf.TensorSpec([None, SOURCE_IMAGE_SIZE, SOURCE_IMAGE_SIZE], tf.uint8, name="faces")
 SERVING_SIGNATURE = "serving_default"
@@ -128,7 +134,7 @@ def _convert_tflite(model: ExportedModel, path: str, representative_faces) -> No
         [serving_function(model).get_concrete_function()], model.trackable)
     if representative_faces is not None:
         if len(representative_faces) == 0:
-            raise ValueError("int8 quantisation needs at least one representative face")
+            raise MobileExportError("int8 quantisation needs at least one representative face")
         faces = np.asarray(representative_faces, np.uint8)
 
         def representative_dataset():
@@ -180,9 +186,9 @@ def write_labels(model: ExportedModel, path: str) -> None:
             present = json.load(f)
         if [present.get(key) for key in ("class_names", "image_size")] != \
                 [labels["class_names"], labels["image_size"]]:
-            raise ValueError(f"{path} describes another model (classes "
-                             f"{present.get('class_names')}, side {present.get('image_size')}); "
-                             "write the TFLite model to another directory")
+            raise MobileExportError(
+                f"{path} describes another model (classes {present.get('class_names')}, side "
+                f"{present.get('image_size')}); write the TFLite model to another directory")
         return
     _write_bytes((json.dumps(labels, indent=2) + "\n").encode(), path)
 
@@ -211,8 +217,8 @@ def check_export(source: ExportedModel | str, path: str, faces: np.ndarray,
     reference = as_exported(source)
     exported = load_exported(path)
     if exported.class_names != reference.class_names:
-        raise ValueError(f"{path}: class names {exported.class_names} differ from the source's "
-                         f"{reference.class_names}")
+        raise MobileExportError(f"{path}: class names {exported.class_names} differ from the "
+                                f"source's {reference.class_names}")
     expected, actual = reference.probabilities(faces), exported.probabilities(faces)
     check = ExportCheck(path, int(tf.io.gfile.stat(path).length), len(faces),
                         float(np.abs(actual - expected).max()) if len(faces) else 0.0,
@@ -251,17 +257,24 @@ def labelled_faces_from_records(data_dir: str, count: int = 200,
                                 interpolation=cv2.INTER_AREA))
         labels.append(int(example[LABEL_KEY]))
     if not faces:
-        raise ValueError(f"{data_dir}: the {split} split has no records")
+        raise MobileExportError(f"{data_dir}: the {split} split has no records")
     return np.stack(faces), np.array(labels)
 
 
 def _write_bytes(data: bytes, path: str) -> None:
-    """Writes `data` to `path`, local or gs://, through a local file renamed into place."""
+    """Writes `data` to `path`, local or gs://, through a local file copied into place."""
     directory = posixpath.dirname(path)
-    if directory:
-        tf.io.gfile.makedirs(directory)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, posixpath.basename(path))
-        with open(local, "wb") as f:
-            f.write(data)
-        tf.io.gfile.copy(local, path, overwrite=True)
+    try:
+        if directory:
+            tf.io.gfile.makedirs(directory)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, posixpath.basename(path))
+            with open(local, "wb") as f:
+                f.write(data)
+            tf.io.gfile.copy(local, path, overwrite=True)
+    except (OSError, tf.errors.OpError) as error:
+        raise MobileExportError(f"{path}: cannot write it ({_first_line(error)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (getattr(error, "message", None) or str(error)).splitlines()[0]

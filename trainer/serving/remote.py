@@ -14,6 +14,8 @@ import os
 import posixpath
 import tempfile
 
+from beam_preprocess.user_error import UserError
+
 
 def is_remote(path: str) -> bool:
     return path.startswith("gs://")
@@ -49,7 +51,7 @@ def download(path: str, destination: str) -> bool:
     return found
 
 
-class UnsafeObjectNameError(ValueError):
+class UnsafeObjectNameError(UserError, ValueError):
     """An object whose name would be written outside the download folder."""
 
 

@@ -13,12 +13,14 @@ import socket
 
 import tensorflow as tf
 
+from beam_preprocess.user_error import UserError
+
 TPU_CONNECT_TIMEOUT_SECONDS = 30.0
 # Compute capability from which NVIDIA GPUs have fast bfloat16 (Ampere and later).
 BFLOAT16_COMPUTE_CAPABILITY = (8, 0)
 
 
-class StrategyError(RuntimeError):
+class StrategyError(UserError, RuntimeError):
     """The requested strategy cannot be set up here (no TPU, bad TF_CONFIG, ...)."""
 
 

@@ -17,6 +17,7 @@ import urllib.request
 
 from absl import logging
 
+from beam_preprocess.user_error import UserError
 from trainer.vggface import layout
 from trainer.vggface.weight_files import WeightFileError, read_keras2_weights
 
@@ -31,7 +32,7 @@ DEFAULT_TIMEOUT_S = 15.0
 _CHUNK_BYTES = 1 << 20
 
 
-class WeightsUnavailableError(OSError):
+class WeightsUnavailableError(UserError, OSError):
     """The published weights could not be downloaded (no network, HTTP error, ...)."""
 
 

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 from absl import logging
 
+from beam_preprocess.user_error import UserError
 from trainer.vggface import layout
 
 # Keras 2 wrote this version; its loader converts weights of files claiming Keras 1.
@@ -28,8 +29,12 @@ _WEIGHT_ORDER = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_varia
 _MAX_LISTED = 12
 
 
-class WeightFileError(ValueError):
+class WeightFileError(UserError, ValueError):
     """A weight file is unreadable, not in the keras-vggface layout, or does not fit the model."""
+
+
+class WeightFileNotFoundError(UserError, FileNotFoundError):
+    """No weight file at the path given."""
 
 
 def _is_remote(path) -> bool:
@@ -41,7 +46,7 @@ def _local_copy(path):
     """Yields a local path for `path`, copying gs:// (or other tf.io.gfile) files to a temp dir."""
     if not _is_remote(path):
         if not os.path.exists(path):
-            raise FileNotFoundError(f"Weight file not found: {path}")
+            raise WeightFileNotFoundError(f"Weight file not found: {path}")
         yield os.fspath(path)
         return
     import tensorflow as tf  # only remote paths need TensorFlow's file systems
@@ -51,7 +56,7 @@ def _local_copy(path):
         try:
             tf.io.gfile.copy(str(path), local)
         except tf.errors.NotFoundError as err:
-            raise FileNotFoundError(f"Weight file not found: {path}") from err
+            raise WeightFileNotFoundError(f"Weight file not found: {path}") from err
         yield local
 
 

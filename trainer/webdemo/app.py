@@ -31,6 +31,7 @@ import numpy as np
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from beam_preprocess.user_error import UserError
 from trainer.photos import video
 from trainer.photos.files import (
     NotAnImageError,
@@ -46,6 +47,7 @@ _LOG = logging.getLogger("trainer.webdemo")
 STATIC_DIR = posixpath.join(posixpath.dirname(__file__), "static")
 _ANNOTATED_MAX_SIDE = 1280
 _JPEG_QUALITY = 90
+WAITRESS_BODY_FACTOR = 4
 
 
 RAW_BODY_NAME = "upload"  # the name a photo sent as the request body answers under
@@ -58,7 +60,11 @@ class Limits:
     max_pixels: int = 40_000_000  # a 10 MB PNG can hold a 30000x30000 image
 
 
-class BadUploadError(ValueError):
+class UnusableAddressError(UserError, OSError):
+    """--host and --port name an address this machine cannot listen on (or one in use)."""
+
+
+class BadUploadError(UserError, ValueError):
     """An upload the demo rejects; `status` is the HTTP status to answer."""
 
     def __init__(self, message: str, status: int = 400):
@@ -136,6 +142,21 @@ def create_app(model, options: video.FrameOptions | None = None,
         return jsonify(error=message), error.code
 
     return app
+
+
+def create_server(app: Flask, host: str, port: int, threads: int, limits: Limits):
+    """A waitress server for `app` on host:port (port 0: any free one). Waitress buffers a
+    body before the app sees it; up to WAITRESS_BODY_FACTOR times the upload limit Flask
+    answers 413 as JSON, beyond it waitress cuts the upload off with its own 413."""
+    import waitress
+
+    try:
+        return waitress.create_server(
+            app, host=host, port=port, threads=threads,
+            max_request_body_size=WAITRESS_BODY_FACTOR * limits.max_upload_bytes)
+    except OSError as error:
+        raise UnusableAddressError(f"cannot listen on {host}:{port} ({error.strerror or error})"
+                                   ) from None
 
 
 def _uploads(limits: Limits) -> list[tuple[str, bytes]]:

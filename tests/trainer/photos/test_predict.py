@@ -222,3 +222,9 @@ def test_cli_usage_errors_exit_2(tmp_path):
         f"error: {tmp_path / 'nothing'}: no such file or directory"]  # one line, no TF noise
     not_an_export = _cli("--model", tmp_path, tmp_path)
     assert not_an_export.returncode == EXIT_USAGE and "nor a SavedModel" in not_an_export.stderr
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    unwritable = _cli("--model", tmp_path / "nothing", "--output", a_file / "out", tmp_path)
+    assert unwritable.returncode == EXIT_USAGE
+    [line] = unwritable.stderr.strip().splitlines()  # before the model is even looked at
+    assert line.startswith(f"error: {a_file / 'out'}: cannot create the output directory ("), line

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ import requests
 from tests.trainer.conftest import CLASS_NAMES
 from tests.trainer.photos.composites import hopper
 from tests.trainer.photos.test_files import png_declaring
-from trainer.webdemo.app import Limits, create_app
+from trainer.webdemo.app import Limits, UnusableAddressError, create_app, create_server
 
 LIMITS = Limits(max_upload_bytes=2 * 1024 * 1024, max_files=3, max_pixels=20_000_000)
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -235,6 +236,15 @@ def test_serve_command_starts_on_a_free_port_and_rejects_a_bad_model(export_dir,
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_busy_port_is_a_user_error_naming_the_address(saved_model):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UnusableAddressError, match=f"cannot listen on 127.0.0.1:{port} "):
+            create_server(create_app(saved_model, limits=LIMITS), "127.0.0.1", port, 1, LIMITS)
 
 
 def test_info_names_the_model_what_it_was_trained_on_and_its_limits(saved_model):
