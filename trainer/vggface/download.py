@@ -19,7 +19,11 @@ from absl import logging
 
 from beam_preprocess.user_error import UserError
 from trainer.vggface import layout
-from trainer.vggface.weight_files import WeightFileError, read_keras2_weights
+from trainer.vggface.weight_files import (
+    WeightFileError,
+    WeightFileNotFoundError,
+    read_keras2_weights,
+)
 
 _RELEASE = "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/"
 WEIGHTS_URLS = {
@@ -47,7 +51,10 @@ def keras_cache_dir() -> str:
 
 def check_weight_file(path, include_top, expected_size=None, sha256=None) -> None:
     """Raises WeightFileError unless `path` is a complete keras-vggface ResNet-50 weight file."""
-    size = os.path.getsize(path)
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError as error:
+        raise WeightFileNotFoundError(str(error)) from None
     if expected_size is not None and size != expected_size:
         raise WeightFileError(f"{path} has {size} bytes, expected {expected_size}")
     if sha256 is not None:
