@@ -111,7 +111,7 @@ def main() -> None:
             print("  " + " | ".join(row), flush=True)
             rows.append(row)
     print(f"\nOn {cpu_name()} ({_cores()} cores):\n")
-    print(markdown_table(["CPU kind", "demo step, faces/s", "demo epoch (2-6)",
+    print(markdown_table(["CPU kind", "demo step, faces/s", "demo epoch (after the 1st)",
                           "whole demo", "demo test accuracy"], rows))
 
 

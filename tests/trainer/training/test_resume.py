@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,19 +109,36 @@ def test_sigterm_saves_a_backup_at_that_step_and_the_rerun_resumes_it(tmp_path):
     assert training["steps_run_by_last_process"] == TOTAL_STEPS - step
 
 
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory):
+    """(data dir, job dir, its flags without --job_dir) of one short finished run, which
+    the tests below copy and rerun instead of each training its own."""
+    root = tmp_path_factory.mktemp("finished")
+    data, job = root / "records", root / "job"
+    write_data_dir(data, {"train": balanced_counts(2), "validation": balanced_counts(1),
+                          "test": balanced_counts(1)}, image_size=32, num_shards=1)
+    flags = (f"--data_dir={data}", *FAST_FLAGS, "--head_epochs=0", "--epochs=1")
+    finished = run_trainer(*flags, f"--job_dir={job}")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return data, job, flags
+
+
+def copy_of(finished_job, tmp_path):
+    """A copy of the finished job in tmp_path: (job dir, the flags that ran it there)."""
+    _, job, flags = finished_job
+    copy = tmp_path / "job"
+    shutil.copytree(job, copy)
+    return copy, (*flags, f"--job_dir={copy}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("change, named", [
     ("--fine_tune_learning_rate=1e-3", "--fine_tune_learning_rate: 1e-05 -> 0.001"),
     ("--batch_size=4", "global_batch_size: 8 -> 4"),
 ])
-def test_a_rerun_with_other_settings_is_refused_with_the_differences_named(tmp_path, change,
-                                                                           named):
-    data, job = tmp_path / "records", tmp_path / "job"
-    write_data_dir(data, {"train": balanced_counts(2), "validation": balanced_counts(1),
-                          "test": balanced_counts(1)}, image_size=32, num_shards=1)
-    args = (f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS, "--head_epochs=0",
-            "--epochs=1")
-    assert run_trainer(*args).returncode == 0
+def test_a_rerun_with_other_settings_is_refused_with_the_differences_named(
+        finished_job, tmp_path, change, named):
+    job, args = copy_of(finished_job, tmp_path)
     exported = (job / "export/model.keras").stat().st_mtime_ns
     refused = run_trainer(*args, change)
     assert refused.returncode == 2
@@ -132,16 +150,12 @@ def test_a_rerun_with_other_settings_is_refused_with_the_differences_named(tmp_p
 
 
 @pytest.mark.slow
-def test_sigterm_while_exporting_keeps_the_previous_export_and_the_rerun_finishes(tmp_path):
+def test_sigterm_while_exporting_keeps_the_previous_export_and_the_rerun_finishes(
+        finished_job, tmp_path):
     """The new SavedModel is written beside the old one and swapped in whole: a job stopped
     while exporting exits 143 with one line, the old export still loads, the rerun replaces
     it."""
-    data, job = tmp_path / "records", tmp_path / "job"
-    write_data_dir(data, {"train": balanced_counts(2), "validation": balanced_counts(1),
-                          "test": balanced_counts(1)}, image_size=32, num_shards=1)
-    args = (f"--data_dir={data}", f"--job_dir={job}", *FAST_FLAGS, "--head_epochs=0",
-            "--epochs=1")
-    assert run_trainer(*args).returncode == 0
+    job, args = copy_of(finished_job, tmp_path)
     exported = (job / "model/saved_model.pb").stat().st_mtime_ns
 
     with open(tmp_path / "second.log", "w") as log:
