@@ -51,9 +51,8 @@ def build_sdist(out_dir: Path, source_dir: Path = REPO_ROOT) -> Path:
 
     No build isolation: that would download setuptools from PyPI on every launch.
     """
-    import pyproject_hooks
-
     import build
+    import pyproject_hooks
 
     require_setup_py(source_dir / "setup.py")
     builder = build.ProjectBuilder(source_dir, runner=pyproject_hooks.quiet_subprocess_runner)
