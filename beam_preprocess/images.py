@@ -10,9 +10,10 @@ faster and 6% smaller, worth its 62 MB wheel on workers that install TensorFlow'
 import cv2
 import numpy as np
 
-# Measured on 224 px synthetic faces (README "Record format"): zlib level 1 with the "Up" row
-# filter encodes in ~0.45 ms to ~18.6 kB; OpenCV's default (level 3, adaptive filter) takes
-# ~1.2 ms for ~18.4 kB. Upsampled faces are smooth vertically, which "Up" predicts well.
+# Measured on 224 px synthetic faces (docs/preprocessing.md "Record format"): zlib level 1
+# with the "Up" row filter encodes in ~0.45 ms to ~18.6 kB; OpenCV's default (level 3,
+# adaptive filter) takes ~1.2 ms for ~18.4 kB. Upsampled faces are smooth vertically, which
+# "Up" predicts well.
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
 
 

@@ -12,7 +12,8 @@ One tf.train.Example per face:
                                `label_distribution: true` (FER+): each class's share of the
                                votes, summing to 1
 
-Why PNG with one channel (measured on this project's 2-core CPU, see README "Record format"):
+Why PNG with one channel (measured on this project's 2-core CPU, see docs/preprocessing.md
+"Record format"):
 a 224x224 face upsampled from 48x48 is 50,176 B raw; PNG (zlib level 1) is ~19 kB, lossless,
 cheap to decode, and carries its own shape, so a size mismatch cannot be read silently. Three
 channels would only repeat the grey values; the model turns grey into three inside its graph.

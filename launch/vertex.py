@@ -109,8 +109,8 @@ def python_mismatch(image_uri: str, requires_python: str) -> str | None:
         f"The executor image {image_uri} runs Python {python}, but this package requires "
         f"Python {requires_python} (setup.py python_requires), so pip in the job would refuse "
         "to install it after the machines are already paid for. Use --container_image with an "
-        "image that has Python, TensorFlow and this package installed (README: Running on "
-        "Google Cloud), or an --executor_image_uri whose Python fits."
+        "image that has Python, TensorFlow and this package installed (docs/cloud.md), or an "
+        "--executor_image_uri whose Python fits."
     )
 
 

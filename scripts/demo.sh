@@ -55,6 +55,6 @@ Demo finished.
   test accuracy:       {metrics['accuracy']:.3f} on {metrics.get('records', '?')} synthetic test faces
 Try it on a photo: python -m trainer.predict --model {out}/job/model PHOTO.jpg
 This model has seen only synthetic cartoon faces: its answers on real photos mean little.
-For a real one: fer2013.csv from Kaggle (README "Preprocessing"), the VGGFace2 weights
-(README "The network") and configs/fer2013_recipe.cfg.""")
+For a real one: fer2013.csv from Kaggle (docs/preprocessing.md), the VGGFace2 weights
+(docs/network.md) and configs/fer2013_recipe.cfg.""")
 PY

@@ -1,7 +1,7 @@
 """`python -m trainer --data_dir DIR --job_dir DIR [--flagfile=configs/local_cpu.cfg] [flags]`.
 
-Fine-tunes the VGGFace2 ResNet-50 on beam_preprocess output (trainer/job.py; README
-"Training"). Expected errors end in one line on stderr and exit status 2; a job stopped by
+Fine-tunes the VGGFace2 ResNet-50 on beam_preprocess output (trainer/job.py;
+docs/training.md). Expected errors end in one line on stderr and exit status 2; a job stopped by
 SIGTERM saves a backup and exits with 143, and the same command resumes it.
 """
 

@@ -1,5 +1,5 @@
-"""trainer.api, the Python API: the README's examples run as written, and every kind of input
-gives the numbers `trainer.predict` prints for the same photo."""
+"""trainer.api, the Python API: the examples of docs/predict.md run as written, and every
+kind of input gives the numbers `trainer.predict` prints for the same photo."""
 
 from __future__ import annotations
 
@@ -79,13 +79,13 @@ def serving(folder: Path):
 
 
 def readme_api_blocks() -> list[str]:
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("### From Python: `trainer.api`"):]
-    section = section[:section.index("\n### ", 1)]
+    page = (REPO_ROOT / "docs/predict.md").read_text()
+    section = page[page.index("## From Python: `trainer.api`"):]
+    section = section[:section.index("\n## ", 1)]
     return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
 
 
-def test_the_readmes_examples_run_as_written(export_dir, photos, tmp_path, monkeypatch, capsys):
+def test_the_docs_examples_run_as_written(export_dir, photos, tmp_path, monkeypatch, capsys):
     (tmp_path / "demo_output/job").mkdir(parents=True)
     (tmp_path / "demo_output/job/model").symlink_to(export_dir.saved_model)
     (tmp_path / "photo.jpg").symlink_to(photos["photo.jpg"])
@@ -94,7 +94,7 @@ def test_the_readmes_examples_run_as_written(export_dir, photos, tmp_path, monke
     assert len(blocks) == 2
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+        exec(compile(block, "docs/predict.md", "exec"), namespace)  # noqa: S102
     printed = capsys.readouterr().out.splitlines()
     emotion = namespace["faces_per_image"][0][0].emotion
     assert printed[0].startswith(f"{emotion} ") and "Box(x=" in printed[0]
