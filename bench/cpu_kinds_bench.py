@@ -52,7 +52,7 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
-# configs/demo.cfg's recipe (the whole network trains from random weights).
+# configs/recipes/demo.cfg's recipe (the whole network trains from random weights).
 DEMO_RECIPE = {"trainable_from": "all", "train_top_batchnorm": True, "rotation_degrees": 0.0,
                "shift_fraction": 0.0, "zoom_fraction": 0.0, "dropout": 0.0}
 

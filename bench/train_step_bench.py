@@ -96,7 +96,7 @@ def measure_frozen(image_size: int, batch_size: int, steps: int) -> dict:
 def measure_trainer(data_dir: str, job_dir: str, batch_size: int, steps: int, cached: bool,
                     jit_compile: bool, previous: bool = False, **recipe) -> dict:
     """The trainer's fine-tuning step, built by its own task and step functions; `recipe`:
-    TrainConfig fields other than the defaults (e.g. configs/demo.cfg's)."""
+    TrainConfig fields other than the defaults (e.g. configs/recipes/demo.cfg's)."""
     import dataclasses
 
     import tensorflow as tf
@@ -110,7 +110,7 @@ def measure_trainer(data_dir: str, job_dir: str, batch_size: int, steps: int, ca
     from trainer.training.steps import TrainMetrics, train_function
     from trainer.training.strategy import create_strategy
 
-    config = TrainConfig(data_dir=data_dir, job_dir=job_dir, weights=None, head_epochs=0,
+    config = TrainConfig.of(data_dir=data_dir, job_dir=job_dir, weights=None, head_epochs=0,
                          epochs=1, batch_size=batch_size, jit_compile=jit_compile,
                          **(_CACHED if cached else {}), **recipe)
     strategy = create_strategy("default")
@@ -128,11 +128,14 @@ def measure_trainer(data_dir: str, job_dir: str, batch_size: int, steps: int, ca
             lambda x, y: (x, y, tf.one_hot(y, manifest.num_classes)))
     else:
         dataset = plan.train_source.train_dataset(Pipeline(), batch_size, 0, 0, 2048)
-    train_steps = train_function(strategy, step, optimizer, metrics, batch_size)
+    steps_per_call = config.loop.steps_per_execution
+    train_steps = train_function(strategy, step, optimizer, metrics, batch_size, steps_per_call)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
     def run_steps(n):
-        train_steps(iterator, tf.constant(0, tf.int64), tf.constant(n))
+        for first in range(0, n, steps_per_call):  # calls of steps_per_call steps, as the loop
+            train_steps(iterator, tf.constant(first, tf.int64),
+                        tf.constant(min(steps_per_call, n - first)))
         float(metrics.loss.result())
 
     return _timed(run_steps, steps, batch_size)

@@ -203,20 +203,21 @@ def define_export_flags() -> None:
 def trainer_programs(config: TrainConfig, records_side: int) -> list[Program]:
     """The programs the trainer builds for `config` on one device with --jit_compile: its
     own task (model, loss, augmentation, the last phase's optimizer), random weights."""
-    if config.cache_features:
+    if config.cache.cache_features:
         raise ConfigError("--cache_features trains on cached features, not faces: export the "
                           "programs without it (the step above the cut is part of train_step)")
-    config = dataclasses.replace(config, jit_compile=True, weights=None)
+    config = config.replace(jit_compile=True, weights=None)
     strategy = tf.distribute.get_strategy()
-    keras.mixed_precision.set_global_policy(precision_policy(config.mixed_precision, strategy))
-    task = EmotionTask(config, _stand_in_manifest(records_side, config.batch_size), strategy)
+    keras.mixed_precision.set_global_policy(
+        precision_policy(config.runtime.mixed_precision, strategy))
+    task = EmotionTask(config, _stand_in_manifest(records_side, config.loop.batch_size), strategy)
     phase = task.phases()[-1]
     task.enter_phase(phase)
     num_classes = task.manifest.num_classes
     return (training_programs(task.step_spec(task.model, task.augmentation),
-                              task.make_optimizer(phase), num_classes, config.batch_size,
-                              config.steps_per_execution)
-            + evaluation_programs(task.model, num_classes, config.batch_size))
+                              task.make_optimizer(phase), num_classes, config.loop.batch_size,
+                              config.loop.steps_per_execution)
+            + evaluation_programs(task.model, num_classes, config.loop.batch_size))
 
 
 def _stand_in_manifest(records_side: int, batch_size: int) -> Manifest:
@@ -236,7 +237,7 @@ def _export(argv) -> int:
     config = config_from_flags()
     programs = [p for p in trainer_programs(config, flags.FLAGS.records_side)
                 if p.name in flags.FLAGS.programs]
-    description = (f"batch {config.batch_size}, records {flags.FLAGS.records_side} px, "
+    description = (f"batch {config.loop.batch_size}, records {flags.FLAGS.records_side} px, "
                    f"recipe {json.dumps(recipe_of(config))}")
     catalogue = write_programs(programs, flags.FLAGS.xla_dir, description,
                                flags.FLAGS.save_values)

@@ -2,7 +2,7 @@
 without it (a GPU machine with jax but no TensorFlow).
 
     python bench/xla_programs.py export --xla_dir=DIR [trainer flags]
-        e.g. --flagfile=configs/fer2013_recipe.cfg --batch_size=256 --mixed_precision=bfloat16
+        e.g. --flagfile=configs/recipes/fer2013.cfg --batch_size=256 --mixed_precision=bfloat16
     python bench/xla_programs.py run DIR [--calls 20] [--programs train_step,serve]
 
 `export` (TensorFlow and this project) builds the step the trainer would build for those flags

@@ -15,7 +15,7 @@ from launch.validation import check_dataflow_job_name, check_region, require_gcs
 
 USAGE = """\
 python -m launch preprocess --project P --region R --input gs://.../fer2013.csv \\
-    --output_dir gs://.../records [--flagfile=configs/dataflow.cfg] [--dry_run] \\
+    --output_dir gs://.../records [--flagfile=configs/preprocess/dataflow.cfg] [--dry_run] \\
     [beam_preprocess flags] [Beam pipeline options]"""
 
 

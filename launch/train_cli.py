@@ -85,7 +85,7 @@ def define_flags() -> flags.FlagValues:
 
 USAGE = """\
 python -m launch train --project P --region R --data_dir gs://.../records \\
-    --job_dir gs://.../run1 [--flagfile=configs/vertex_gpu.cfg] [--dry_run] [--wait] \\
+    --job_dir gs://.../run1 [--flagfile=configs/hardware/vertex_gpu.cfg] [--dry_run] [--wait] \\
     [-- trainer flags]"""
 
 
@@ -169,7 +169,7 @@ def with_checked_trainer_args(spec, vertex):
     """spec, once its trainer command line parses as the trainer would parse it (else
     flags.ValidationError), with a run id when that command line starts over."""
     config = trainer_flags.parse_trainer_args(vertex.trainer_command_args(spec))
-    if config.start_over and not config.run_id:
+    if config.loop.start_over and not config.loop.run_id:
         return dataclasses.replace(spec, run_id=trainer_flags.new_run_id(spec.display_name))
     return spec
 

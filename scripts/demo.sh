@@ -4,8 +4,8 @@
 #   -> evaluation on the test split -> exported SavedModel and .keras.
 #   bash scripts/demo.sh [OUTPUT_DIR]      (default: demo_output/)
 # With the VGGFace2 weights (DEMO_WEIGHTS=/path/file.h5, the Keras cache, or a download that
-# answers within 10 s) it runs the mission's recipe at 224 px (configs/demo_pretrained.cfg);
-# without them, a from-scratch recipe at 48 px (configs/demo.cfg).
+# answers within 10 s) it runs the mission's recipe at 224 px (configs/recipes/demo_pretrained.cfg);
+# without them, a from-scratch recipe at 48 px (configs/recipes/demo.cfg).
 # DEMO_ROWS and DEMO_EPOCHS shorten the run (tests), DEMO_SEED sets the trainer's --seed (the
 # accuracy's spread over seeds); the defaults are the README's demo.
 source "$(dirname "$0")/venv.sh"
@@ -23,11 +23,11 @@ else
 fi
 if [ -n "$weights" ]; then
   recipe="pretrained VGGFace2 weights ($weights), 224 px, cached features"
-  size=224; config=configs/demo_pretrained.cfg; weights_flag=(--weights "$weights")
+  size=224; config=configs/recipes/demo_pretrained.cfg; weights_flag=(--weights "$weights")
 else
   echo "VGGFace2 weights not found (no DEMO_WEIGHTS, no cached file, no download): running the from-scratch demo (48 px, random weights)."
   recipe="random weights, 48 px, the whole network trains"
-  size=48; config=configs/demo.cfg; weights_flag=()
+  size=48; config=configs/recipes/demo.cfg; weights_flag=()
 fi
 run_flags=(${DEMO_EPOCHS:+--epochs="$DEMO_EPOCHS"} ${DEMO_SEED:+--seed="$DEMO_SEED"})
 
@@ -39,7 +39,8 @@ python -m beam_preprocess --input "$out/fer2013_synthetic.csv" --output_dir "$ou
     --image_size "$size" --num_shards 8 --num_eval_shards 2 --runner DirectRunner
 
 echo "== 3/3 Training ($recipe), evaluation and export -> $out/job"
-python -m trainer --flagfile="$config" "${weights_flag[@]}" "${run_flags[@]}" \
+python -m trainer --flagfile="$config" --flagfile=configs/hardware/cpu.cfg \
+    "${weights_flag[@]}" "${run_flags[@]}" \
     --data_dir "$out/records" --job_dir "$out/job"
 
 python - "$out" <<'PY'
@@ -56,5 +57,5 @@ Demo finished.
 Try it on a photo: python -m trainer.predict --model {out}/job/model PHOTO.jpg
 This model has seen only synthetic cartoon faces: its answers on real photos mean little.
 For a real one: fer2013.csv from Kaggle (docs/preprocessing.md), the VGGFace2 weights
-(docs/network.md) and configs/fer2013_recipe.cfg.""")
+(docs/network.md) and configs/recipes/fer2013.cfg.""")
 PY

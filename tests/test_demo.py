@@ -38,7 +38,7 @@ def check_outputs(result, out, faces: int) -> dict:
         assert (out / path).is_file(), path
         assert str(out / path.split("/")[0]) in result.stdout
     assert "This model has seen only synthetic cartoon faces" in result.stdout
-    assert "configs/fer2013_recipe.cfg" in result.stdout  # how to get a real model
+    assert "configs/recipes/fer2013.cfg" in result.stdout  # how to get a real model
     return metrics
 
 

@@ -1,4 +1,5 @@
-"""`python -m trainer --data_dir DIR --job_dir DIR [--flagfile=configs/local_cpu.cfg] [flags]`.
+"""`python -m trainer --data_dir DIR --job_dir DIR [--flagfile=RECIPE --flagfile=HARDWARE] [flags]`,
+e.g. --flagfile=configs/recipes/quick.cfg --flagfile=configs/hardware/cpu.cfg.
 
 Fine-tunes the VGGFace2 ResNet-50 on beam_preprocess output (trainer/job.py;
 docs/training.md). Expected errors end in one line on stderr and exit status 2; a job stopped by

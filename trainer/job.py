@@ -42,21 +42,23 @@ from trainer.training.strategy import (
 def run(config: TrainConfig, env: Mapping[str, str] = os.environ) -> dict:
     """Trains, evaluates and exports; returns the test report."""
     started = time.monotonic()
-    split_cpu(config.logical_cpu_devices)
+    runtime = config.runtime
+    split_cpu(runtime.logical_cpu_devices)
     if warning := unseen_gpus_warning():
         logging.warning(warning)
-    strategy = create_strategy(config.strategy, config.tpu, config.collective_timeout_seconds)
+    strategy = create_strategy(runtime.strategy, runtime.tpu,
+                               runtime.collective_timeout_seconds)
     task = current_task(strategy)
-    policy = precision_policy(config.mixed_precision, strategy)
+    policy = precision_policy(runtime.mixed_precision, strategy)
     keras.mixed_precision.set_global_policy(policy)
-    keras.utils.set_random_seed(config.seed)
-    manifest = load_manifest(config.data_dir)
-    dirs = resolve_output_dirs(config.job_dir, env)
+    keras.utils.set_random_seed(config.loop.seed)
+    manifest = load_manifest(config.data.data_dir)
+    dirs = resolve_output_dirs(config.loop.job_dir, env)
     emotion = EmotionTask(config, manifest, strategy)
     logging.info("strategy %s with %d replica(s), task %s/%d%s, policy %s; data %s (%d px "
                  "records, %d classes), network at %d px", type(strategy).__name__,
                  strategy.num_replicas_in_sync, task.task_type, task.task_id,
-                 " (chief)" if task.is_chief else "", policy, config.data_dir,
+                 " (chief)" if task.is_chief else "", policy, config.data.data_dir,
                  manifest.image_size, manifest.num_classes, emotion.network_size)
     _guard_resume(config, emotion, dirs, task, strategy)
     trainer = Trainer(strategy, emotion.plan(dirs), dirs, task, manifest.num_classes)
@@ -74,18 +76,19 @@ def _guard_resume(config: TrainConfig, emotion: EmotionTask, dirs: OutputDirs, t
                   strategy: tf.distribute.Strategy) -> None:
     """Stops a rerun whose settings differ from the job_dir's run (see trainer/run_record);
     every worker reads the record before the chief writes it."""
-    if config.start_over and task.is_chief:
-        if run_record.started_by(config.job_dir, config.run_id):
-            logging.info("run %s started over already: resuming it", config.run_id)
+    loop = config.loop
+    if loop.start_over and task.is_chief:
+        if run_record.started_by(loop.job_dir, loop.run_id):
+            logging.info("run %s started over already: resuming it", loop.run_id)
         else:
-            run_record.discard_previous_run(dirs, config.job_dir)
+            run_record.discard_previous_run(dirs, loop.job_dir)
     wait_for_other_workers(strategy)
     settings = run_record.run_settings(config, data_digest(emotion.manifest),
                                        emotion.replicas, emotion.steps_per_epoch)
-    run_record.check(dirs, config.job_dir, settings, emotion.replicas)
+    run_record.check(dirs, loop.job_dir, settings, emotion.replicas)
     wait_for_other_workers(strategy)
     if task.is_chief:
-        run_record.record(config.job_dir, settings, config.run_id)
+        run_record.record(loop.job_dir, settings, loop.run_id)
 
 
 def _restore_best(model: keras.Model, dirs: OutputDirs, strategy) -> None:
@@ -98,12 +101,14 @@ def _restore_best(model: keras.Model, dirs: OutputDirs, strategy) -> None:
 def final_report(emotion: EmotionTask, strategy: tf.distribute.Strategy) -> dict:
     """Test-split metrics of the model as it is (the best weights), with --tta."""
     config, manifest = emotion.config, emotion.manifest
-    evaluator = Evaluator(strategy, config.batch_size, manifest.num_classes, config.jit_compile)
+    evaluator = Evaluator(strategy, config.loop.batch_size, manifest.num_classes,
+                          config.runtime.jit_compile)
     confusion, loss = evaluator.evaluate(emotion.model, emotion.source("test"),
                                          emotion.test_time_augmentation)
-    check_record_count(confusion, manifest.splits["test"].records, "test", config.data_dir)
+    check_record_count(confusion, manifest.splits["test"].records, "test",
+                       config.data.data_dir)
     return report_from_confusion(confusion, manifest.class_names, "test", loss=loss,
-                                 tta=config.tta)
+                                 tta=config.evaluation.tta)
 
 
 def _training_summary(emotion: EmotionTask, trainer: Trainer, started: float) -> dict:
@@ -145,7 +150,7 @@ def export_models(emotion: EmotionTask, dirs: OutputDirs) -> None:
 
 
 def _provenance(emotion: EmotionTask) -> dict:
-    manifest_path = posixpath.join(emotion.config.data_dir, MANIFEST_FILENAME)
+    manifest_path = posixpath.join(emotion.config.data.data_dir, MANIFEST_FILENAME)
     with tf.io.gfile.GFile(manifest_path, "rb") as f:
         manifest_bytes = f.read()
     return provenance.training_provenance(emotion.config, emotion.manifest, manifest_bytes,

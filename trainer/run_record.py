@@ -18,13 +18,12 @@ evaluation's test-time augmentation, and the feature cache's placement.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import posixpath
 
 import tensorflow as tf
 
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import FIELD_PARTS, ConfigError, TrainConfig
 from trainer.training.output_dirs import OutputDirs
 
 RUN_RECORD_FILENAME = "run.json"
@@ -41,17 +40,17 @@ def run_settings(config: TrainConfig, data_digest: str, replicas: int,
                  steps_per_epoch: int) -> dict:
     """What must not change between a job and its resume. The per-replica batch may change
     (with the replica count) as long as the global batch stays."""
-    settings = {name: value for name, value in dataclasses.asdict(config).items()
+    settings = {name: list(value) if isinstance(value, tuple) else value
+                for name, value in config.flag_values().items()
                 if name not in RESUMABLE_CHANGES}
-    settings["lr_boundaries"] = list(config.lr_boundaries)
-    settings.update(data=data_digest, global_batch_size=config.batch_size * replicas,
+    settings.update(data=data_digest, global_batch_size=config.loop.batch_size * replicas,
                     steps_per_epoch=steps_per_epoch)
     return settings
 
 
 def _differences(before: dict, now: dict) -> list[str]:
     names = sorted(set(before) | set(now))
-    return [f"{'--' + name if name in TrainConfig.__dataclass_fields__ else name}: "
+    return [f"{'--' + name if name in FIELD_PARTS else name}: "
             f"{before.get(name)!r} -> {now.get(name)!r}"
             for name in names if before.get(name) != now.get(name)]
 

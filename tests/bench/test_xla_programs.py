@@ -77,7 +77,7 @@ def test_exported_programs_run_without_tensorflow_and_compute_what_it_computes(t
 
 
 @pytest.mark.parametrize("flags,error", [
-    (["--flagfile=configs/demo_pretrained.cfg"], "--cache_features trains on cached"),
+    (["--flagfile=configs/recipes/demo_pretrained.cfg"], "--cache_features trains on cached"),
     (["--programs=serve,nonesuch"], "--programs: the programs are train_step,"),
 ])
 def test_export_refuses_what_it_cannot_build_in_one_line(tmp_path, flags, error):
@@ -93,7 +93,7 @@ def test_export_builds_from_a_flagfile_what_run_compiles(tmp_path):
     compiles too slowly for a test here; the test above covers the steps' kind)."""
     export = subprocess.run(
         [sys.executable, str(SCRIPT), "export", f"--xla_dir={tmp_path}",
-         "--flagfile=configs/fer2013_recipe.cfg", "--image_size=32", "--batch_size=2",
+         "--flagfile=configs/recipes/fer2013.cfg", "--image_size=32", "--batch_size=2",
          "--programs=serve"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert export.returncode == 0, export.stderr[-3000:]
     catalogue = json.loads((tmp_path / "programs.json").read_text())

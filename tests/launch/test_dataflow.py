@@ -30,7 +30,7 @@ def error_of(capsys, *args) -> str:
 
 
 def test_dry_run_with_config_has_dataflow_options(capsys):
-    request = dry_run(capsys, "--flagfile=configs/dataflow.cfg")
+    request = dry_run(capsys, "--flagfile=configs/preprocess/dataflow.cfg")
     options = request["pipeline_options"]
     assert options["runner"] == "DataflowRunner"
     assert options["project"] == "my-project"
@@ -101,8 +101,8 @@ def test_an_explicit_sdk_location_is_kept(capsys):
 def test_unknown_flags_exit_2_before_anything_runs(capsys, args, expected):
     """Beam would only log "Discarding unparseable args" and run with the defaults."""
     for dry in ([], ["--dry_run"]):  # a real run stops before credentials or any upload
-        assert main(["launch", "preprocess", *REQUIRED, "--flagfile=configs/dataflow.cfg",
-                     *args, *dry]) == 2
+        assert main(["launch", "preprocess", *REQUIRED,
+                     "--flagfile=configs/preprocess/dataflow.cfg", *args, *dry]) == 2
         captured = capsys.readouterr()
         assert captured.out == ""
         assert f"launch preprocess: error: {expected}" in captured.err

@@ -69,7 +69,7 @@ def test_train_stops_before_uploading_or_creating_a_job(monkeypatch, capsys):
     monkeypatch.setattr(vertex_submit, "job_client", lambda *a: pytest.fail("job client made"))
     code = main(["launch", "train", "--project=my-project", "--region=us-central1",
                  "--data_dir=gs://b/records", "--job_dir=gs://b/runs/1",
-                 "--flagfile=configs/vertex_gpu.cfg"])
+                 "--flagfile=configs/hardware/vertex_gpu.cfg"])
     assert code == 1
     err = capsys.readouterr().err
     assert f"The image {IMAGE} does not exist" in err

@@ -158,7 +158,7 @@ def test_missing_credentials_say_how_to_log_in():
     result = subprocess.run(
         [sys.executable, "-m", "launch", "train", "--project=p", "--region=us-central1",
          "--data_dir=gs://b/records", "--job_dir=gs://b/runs/1",
-         "--flagfile=configs/vertex_gpu.cfg"],
+         "--flagfile=configs/hardware/vertex_gpu.cfg"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "No Google Cloud credentials found" in result.stderr

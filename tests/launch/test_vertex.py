@@ -18,7 +18,7 @@ OUR_IMAGES = "us-central1-docker.pkg.dev/my-project/vggface-emotion"
 GPU_IMAGE = f"{OUR_IMAGES}/trainer-gpu:0.1.0"
 TPU_IMAGE = f"{OUR_IMAGES}/trainer-tpu:0.1.0"
 PREBUILT_PY310 = f"{IMAGES}/tf-gpu.2-17.py310:latest"
-VERTEX_CONFIGS = sorted(p.name for p in (REPO_ROOT / "configs").glob("vertex_*.cfg"))
+VERTEX_CONFIGS = sorted(p.name for p in (REPO_ROOT / "configs/hardware").glob("vertex_*.cfg"))
 BASE_ARGS = ["--data_dir=gs://fer-bucket/records", "--job_dir=gs://fer-bucket/runs/run1"]
 
 
@@ -43,7 +43,7 @@ def error_of(capsys, *args) -> str:
 
 
 def test_gpu_config(capsys):
-    job = dry_run(capsys, "--flagfile=configs/vertex_gpu.cfg", "--", "--epochs=2")
+    job = dry_run(capsys, "--flagfile=configs/hardware/vertex_gpu.cfg", "--", "--epochs=2")
     assert job["displayName"] == "run1"
     assert job["jobSpec"]["baseOutputDirectory"] == {
         "outputUriPrefix": "gs://fer-bucket/runs/run1"}
@@ -61,7 +61,7 @@ def test_gpu_config(capsys):
 
 
 def test_multiworker_config_has_a_chief_and_workers(capsys):
-    job = dry_run(capsys, "--flagfile=configs/vertex_multiworker.cfg")
+    job = dry_run(capsys, "--flagfile=configs/hardware/vertex_multiworker.cfg")
     chief, workers = pools(job)
     assert (chief["replicaCount"], workers["replicaCount"]) == ("1", "2")
     for pool in (chief, workers):
@@ -79,7 +79,7 @@ def test_multiworker_config_has_a_chief_and_workers(capsys):
 
 
 def test_tpu_config(capsys):
-    job = dry_run(capsys, "--flagfile=configs/vertex_tpu.cfg")
+    job = dry_run(capsys, "--flagfile=configs/hardware/vertex_tpu.cfg")
     [host] = pools(job)
     assert host["machineSpec"] == {"machineType": "cloud-tpu", "acceleratorType": "TPU_V3",
                                    "acceleratorCount": 8}
@@ -93,7 +93,8 @@ def test_tpu_config(capsys):
 @pytest.mark.parametrize("config", VERTEX_CONFIGS)
 def test_every_shipped_config_dry_runs_without_a_warning(capsys, config):
     """The configs run as shipped once `launch image` has built the images."""
-    assert main(["launch", "train", *REQUIRED, f"--flagfile=configs/{config}", "--dry_run"]) == 0
+    assert main(["launch", "train", *REQUIRED, f"--flagfile=configs/hardware/{config}",
+                 "--dry_run"]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
     [image] = {pool["containerSpec"]["imageUri"] for pool in pools(json.loads(
@@ -137,7 +138,7 @@ def test_trainer_flags_and_their_flagfiles_pass_through(capsys, tmp_path):
 
 
 def test_another_container_image_replaces_ours(capsys):
-    job = dry_run(capsys, "--flagfile=configs/vertex_gpu.cfg",
+    job = dry_run(capsys, "--flagfile=configs/hardware/vertex_gpu.cfg",
                   "--container_image=us-central1-docker.pkg.dev/my-project/ml/trainer:3")
     [chief] = pools(job)
     assert "pythonPackageSpec" not in chief
@@ -180,7 +181,7 @@ def test_staging_dir_is_where_a_prebuilt_image_gets_our_sdist(capsys):
     (["--worker_count=2", "--timeout_hours=2"],
      {"restartJobOnWorkerRestart": True, "timeout": "7200s"}),
     (["--worker_count=0", "--spot"], {"strategy": "SPOT"}),
-    (["--flagfile=configs/vertex_multiworker.cfg", "--spot"],
+    (["--flagfile=configs/hardware/vertex_multiworker.cfg", "--spot"],
      {"restartJobOnWorkerRestart": True, "strategy": "SPOT"}),
 ])
 def test_replicas_restart_together_whenever_there_are_workers(capsys, args, scheduling):
@@ -216,7 +217,8 @@ def test_dry_run_warns_that_the_prebuilt_image_python_is_too_old(capsys):
     (["--region=us-cental1"], "Did you mean us-central1"),
     (["--accelerator_type=NVIDIA_TESLA_T5"], "'NVIDIA_TESLA_T5' is not one of"),
     (["--tensorboard=123"], "--tensorboard needs --service_account"),
-    (["--flagfile=configs/vertex_tpu.cfg", "--worker_count=1"], "TPU job has a single TPU host"),
+    (["--flagfile=configs/hardware/vertex_tpu.cfg", "--worker_count=1"],
+     "TPU job has a single TPU host"),
     (["--", "--job_dir=gs://x/y"], "Give --job_dir to the launcher, not after `--`"),
     (["--acelerator_type=NVIDIA_TESLA_T4"], "Unknown command line flag 'acelerator_type'"),
     (["--labels=Team=ml"], "label key 'Team' must start with a lower-case letter"),

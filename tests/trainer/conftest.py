@@ -97,8 +97,8 @@ def session_provenance() -> dict:
 
     manifest = Manifest(image_size=RECORDS_SIDE, label_set="fer2013", class_names=CLASS_NAMES,
                         splits={}, bad_rows=0, input_path="demo/fer2013_synthetic.csv")
-    config = TrainConfig(data_dir="records", job_dir="job", weights=None, dense_units=16,
-                         trainable_from="none")
+    config = TrainConfig.of(data_dir="records", job_dir="job", weights=None, dense_units=16,
+                            trainable_from="none")
     return training_provenance(config, manifest, manifest.to_json().encode(), RECORDS_SIDE)
 
 

@@ -256,7 +256,7 @@ def test_cached_features_train_a_full_model_whose_validation_accuracy_they_repor
 
 @pytest.mark.slow
 def test_mixed_precision_and_xla_train_on_cpu_and_export_float32(trained_job, tmp_path):
-    """The TPU settings (configs/tpu.cfg) run here first: XLA compiles the steps (device
+    """The TPU settings (configs/hardware/tpu.cfg) run here first: XLA compiles the steps (device
     augmentation included; a call of --steps_per_execution steps, longer than the epoch's,
     as one program) on CPU, and bfloat16 runs on CPU as on TPU."""
     import keras

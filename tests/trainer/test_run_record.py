@@ -8,7 +8,7 @@ from trainer.training.output_dirs import resolve_output_dirs
 
 
 def settings(replicas=2, **changes):
-    config = TrainConfig(**{"data_dir": "d", "job_dir": "j", **changes})
+    config = TrainConfig.of(**{"data_dir": "d", "job_dir": "j", **changes})
     return run_record.run_settings(config, "digest", replicas, steps_per_epoch=10)
 
 

@@ -20,11 +20,11 @@ import math
 import tensorflow as tf
 
 from beam_preprocess.record_format import resize_faces
+from trainer.config import TTA_CHOICES, AugmentationConfig, EvaluationConfig
 
 # Random erasing (Zhong et al. 2017): rectangle area and aspect-ratio ranges.
 ERASE_AREA = (0.02, 0.2)
 ERASE_ASPECT = (0.3, 3.3)
-TTA_MODES = ("none", "flip", "ten_crop")
 # One random algorithm, named rather than auto-selected. (XLA lays out the Philox stream in
 # its own way: a step's draws are fixed for a given key in one mode, compiled or not, but the
 # two modes draw differently.)
@@ -51,6 +51,15 @@ class Augmentation:
     random_erasing: float = 0.0  # probability per face
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: AugmentationConfig) -> Augmentation | None:
+        """The augmentation `config` asks for; None with --noaugment."""
+        if not config.augment:
+            return None
+        return cls(True, config.rotation_degrees, config.shift_fraction, config.zoom_fraction,
+                   config.affine_probability, config.crop_scale, config.random_erasing,
+                   config.mixup_alpha, config.cutmix_alpha)
 
     @property
     def warps(self) -> bool:
@@ -220,8 +229,15 @@ class TestTimeAugmentation:
     crop_fraction: float = 0.875
 
     def __post_init__(self):
-        if self.mode not in TTA_MODES:
-            raise ValueError(f"TTA mode must be one of {TTA_MODES}, got {self.mode!r}")
+        if self.mode not in TTA_CHOICES:
+            raise ValueError(f"TTA mode must be one of {TTA_CHOICES}, got {self.mode!r}")
+
+    @classmethod
+    def from_config(cls, config: EvaluationConfig) -> TestTimeAugmentation | None:
+        """The final evaluation's views; None with --tta=none."""
+        if config.tta == "none":
+            return None
+        return cls(config.tta, config.tta_crop_fraction)
 
     def views(self, images: tf.Tensor) -> list[tf.Tensor]:
         """The faces as each view shows them, all at the faces' own side and in their dtype

@@ -17,12 +17,12 @@ This module imports no TensorFlow.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import posixpath
 
 from beam_preprocess.record_format import Manifest
+from trainer.config import FLAG_DEFAULTS, TrainConfig
 
 PROVENANCE_KEY = "provenance"
 # Settings that say where and how a run went, not what the model learned.
@@ -32,16 +32,16 @@ _NOT_RECIPE = frozenset({
     "data_in_memory_gb", "cache_memory_gb", "steps_per_execution"})
 
 
-def training_provenance(config, manifest: Manifest, manifest_bytes: bytes,
+def training_provenance(config: TrainConfig, manifest: Manifest, manifest_bytes: bytes,
                         network_image_size: int) -> dict:
-    """The provenance of a model `config` (a trainer.config.TrainConfig) trained on `manifest`
+    """The provenance of a model `config` trained on `manifest`
     (whose file held `manifest_bytes`)."""
     return {
         "dataset": manifest.dataset_name,
         "synthetic": manifest.synthetic,
         "label_set": manifest.label_set,
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-        "weights": _weights_name(config.weights),
+        "weights": _weights_name(config.model.weights),
         "image_size": manifest.image_size,
         "network_image_size": network_image_size,
         "class_names": list(manifest.class_names),
@@ -56,13 +56,13 @@ def _weights_name(weights: str | None) -> str:
     return weights if weights == "vggface2" else posixpath.basename(weights)
 
 
-def recipe_of(config) -> dict:
-    """The TrainConfig fields that differ from their defaults (paths and hardware left out)."""
+def recipe_of(config: TrainConfig) -> dict:
+    """The settings that differ from their defaults, by flag name (paths and hardware left
+    out)."""
     recipe = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if field.name not in _NOT_RECIPE and field.name != "weights" and value != field.default:
-            recipe[field.name] = list(value) if isinstance(value, tuple) else value
+    for name, value in config.flag_values().items():
+        if name not in _NOT_RECIPE and name != "weights" and value != FLAG_DEFAULTS[name]:
+            recipe[name] = list(value) if isinstance(value, tuple) else value
     return recipe
 
 
@@ -91,7 +91,7 @@ def synthetic_warning(provenance: dict) -> str | None:
     if not is_synthetic(provenance):
         return None
     return ("warning: this model was trained on synthetic drawn faces only: its emotions on "
-            "real photos mean little (a real model: fer2013 with configs/fer2013_recipe.cfg, "
+            "real photos mean little (a real model: fer2013 with configs/recipes/fer2013.cfg, "
             "see the README)")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from trainer.config import TrainConfig
 from trainer.data.input_pipeline import Pipeline
 from trainer.training import checkpoints
 from trainer.training.optimizers import Plateau, averaged_weights, current_learning_rate
@@ -43,6 +44,13 @@ class LoopSettings:
     shuffle_buffer: int = 2048
     seed: int = 0
     plateau: tuple[float, int, float] | None = None  # (factor, patience, min rate)
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> LoopSettings:
+        loop = config.loop
+        return cls(loop.batch_size, loop.steps_per_execution, loop.backup_every_steps,
+                   loop.backup_every_minutes, config.data.shuffle_buffer, loop.seed,
+                   config.schedule.plateau)
 
 
 @dataclasses.dataclass(frozen=True)

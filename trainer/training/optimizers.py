@@ -17,6 +17,8 @@ import math
 import keras
 import tensorflow as tf
 
+from trainer.config import OptimizerConfig, ScheduleConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSettings:
@@ -29,6 +31,16 @@ class OptimizerSettings:
     step_boundaries: tuple[int, ...] = ()  # steps within the phase
     step_factor: float = 0.1
     ema_decay: float = 0.0
+
+    @classmethod
+    def from_config(cls, optimizer: OptimizerConfig, schedule: ScheduleConfig,
+                    steps_per_epoch: int) -> OptimizerSettings:
+        """The settings of `optimizer` and `schedule`, their epochs counted in steps."""
+        return cls(optimizer.optimizer, optimizer.momentum, optimizer.nesterov,
+                   optimizer.weight_decay, schedule.lr_schedule,
+                   epochs_to_steps(schedule.warmup_epochs, steps_per_epoch),
+                   tuple(epochs_to_steps(b, steps_per_epoch) for b in schedule.lr_boundaries),
+                   schedule.lr_step_factor, optimizer.ema_decay)
 
 
 class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):

@@ -24,10 +24,10 @@ def manifest(input_path: str, dataset: str = "") -> Manifest:
 
 
 def test_the_recipe_is_what_differs_from_the_defaults_without_paths_or_hardware():
-    config = TrainConfig(data_dir="gs://b/records", job_dir="gs://b/job",
-                         weights="/home/me/weights/rcmalli_vggface_tf_notop_resnet50.h5",
-                         epochs=3, lr_boundaries=(1.0, 2.0), strategy="mirrored",
-                         backup_every_steps=50, tta="flip")
+    config = TrainConfig.of(data_dir="gs://b/records", job_dir="gs://b/job",
+                            weights="/home/me/weights/rcmalli_vggface_tf_notop_resnet50.h5",
+                            epochs=3, lr_boundaries=(1.0, 2.0), strategy="mirrored",
+                            backup_every_steps=50, tta="flip")
     record = training_provenance(config, manifest("gs://b/fer2013.csv"), b"{}", 224)
     assert record["recipe"] == {"epochs": 3, "lr_boundaries": [1.0, 2.0], "tta": "flip"}
     assert record["weights"] == "rcmalli_vggface_tf_notop_resnet50.h5"  # no local path
@@ -41,7 +41,7 @@ def test_the_recipe_is_what_differs_from_the_defaults_without_paths_or_hardware(
 
 
 def test_synthetic_data_is_named_so_and_warns_also_inside_an_ensemble():
-    config = TrainConfig(data_dir="d", job_dir="j", weights=None)
+    config = TrainConfig.of(data_dir="d", job_dir="j", weights=None)
     drawn = training_provenance(config, manifest("demo/fer2013_synthetic.csv"), b"", 48)
     real = training_provenance(config, manifest("x.csv", dataset="fer2013"), b"", 48)
     assert drawn["dataset"] == "fer2013_synthetic" and drawn["weights"] == "none"
