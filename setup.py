@@ -51,5 +51,5 @@ setuptools.setup(
                 # its CPU backend; 0.10 here, 0.11 on the GPU machine it was written for).
                 "jax>=0.10,<0.12"],
     },
-    package_data={"trainer.webdemo": ["static/*"]},
+    package_data={"trainer.inference.webdemo": ["static/*"]},
 )

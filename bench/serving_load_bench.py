@@ -1,5 +1,6 @@
 """Load on the two HTTP servers: the web demo (`python -m trainer.serve`: a photo in, faces
-found and read) and the predictor (`python -m launch.prediction_server`: 48x48 faces in).
+found and read) and the predictor (`python -m trainer.inference.prediction_server`: 48x48
+faces in).
 
     python bench/serving_load_bench.py [--clients 1,4,16] [--seconds 15] [--model EXPORT]
 
@@ -35,8 +36,8 @@ FACES_PER_PREDICT = 8
 
 
 def build_export(directory: Path) -> Path:
+    from trainer.export.saved_model import export_saved_model
     from trainer.model import build_emotion_model
-    from trainer.serving.export import export_saved_model
 
     model = build_emotion_model(7, image_size=48, weights=None, trainable_from="none",
                                 dense_units=16)
@@ -132,7 +133,7 @@ def main() -> None:
                 [sys.executable, "-m", "trainer.serve", "--model", model, "--port", "{port}",
                  "--host", "127.0.0.1"], "/api/info", "/predict", photo_body(), "image/jpeg"),
             f"predictor, {FACES_PER_PREDICT} faces": (
-                [sys.executable, "-m", "launch.prediction_server", "--model", model,
+                [sys.executable, "-m", "trainer.inference.prediction_server", "--model", model,
                  "--port", "{port}", "--host", "127.0.0.1"], "/health", "/predict",
                 faces_body(), "application/json"),
         }

@@ -28,8 +28,8 @@ from bench.xla_programs import HLO_SUFFIX, PROGRAM_NAMES, PROGRAMS_FILENAME, VAL
 from trainer import console
 from trainer.config import ConfigError, TrainConfig, config_from_flags, define_flags
 from trainer.data.augmentation import step_key
-from trainer.serving.export import face_probabilities, input_size
-from trainer.serving.provenance import recipe_of
+from trainer.export.provenance import recipe_of
+from trainer.export.saved_model import face_probabilities, input_size
 from trainer.task import EmotionTask
 from trainer.training.steps import Evaluator, StepSpec, TrainMetrics, train_function
 from trainer.training.strategy import precision_policy

@@ -1,6 +1,6 @@
 # Online prediction on Vertex AI endpoints (`python -m launch deploy`): an HTTP server that
 # serves an exported SavedModel (JOB_DIR/export/saved_model) with the TensorFlow it was trained
-# with. See launch/prediction_server.py for the routes and the request and response bodies.
+# with. See trainer/inference/prediction_server.py for the routes and the request and response bodies.
 #
 # Why our own server: the newest prebuilt Vertex AI TensorFlow prediction images are TF 2.15
 # (tf2-cpu.2-15 / tf2-gpu.2-15; google-cloud-aiplatform 1.165's list of prebuilt images ends
@@ -19,8 +19,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/vggface-emotion/src
 COPY . .
 RUN pip install -c constraints.txt . \
-    && python containers/check_install.py --tensorflow 2.21.0 launch.prediction_server
+    && python containers/check_install.py --tensorflow 2.21.0 trainer.inference.prediction_server
 
 WORKDIR /opt/vggface-emotion
 EXPOSE 8080
-ENTRYPOINT ["python", "-m", "launch.prediction_server"]
+ENTRYPOINT ["python", "-m", "trainer.inference.prediction_server"]

@@ -1,10 +1,11 @@
 """`python -m launch predict`: the faces in photos, read by a model deployed with `launch deploy`.
 
-Faces are found here, with the trainer's face finder (trainer.photos.detection.find_faces: the
-same boxes and 48x48 grey crops `python -m trainer.photos.predict` uses); only the crops go to
+Faces are found here, with the trainer's face finder (trainer.inference.faces.detection
+.find_faces: the same boxes and 48x48 grey crops `python -m trainer.predict` uses); only the
+crops go to
 the endpoint, as PredictRequest instances (48x48 lists of 0..255, what the SavedModel's
 serving_default takes as `faces`). Standard output gets one JSON line per face, as
-trainer.photos.predict prints them:
+trainer.inference.photos prints them:
   {"file", "faces", "face", "box": {"x", "y", "width", "height"}, "emotion", "probability",
    "probabilities": {class: p}}
 a photo without faces gets {"file", "faces": 0}, an unreadable file {"file", "error"}.
@@ -23,7 +24,7 @@ from absl import flags
 
 from launch.errors import LaunchError, load_credentials
 from launch.validation import check_region
-from trainer.serving.emotion_fields import emotion_fields
+from trainer.inference.emotion_fields import emotion_fields
 
 USAGE = """\
 python -m launch predict --endpoint ENDPOINT --project P --region R PHOTO_OR_DIR... \\
@@ -40,11 +41,11 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("batch_size", 32, "Faces per request.", lower_bound=1,
                          upper_bound=MAX_BATCH, flag_values=fv)
     flags.DEFINE_float("margin", 0.1, "Each side of a face box grows by this fraction before "
-                       "the crop (as trainer.photos.predict).", lower_bound=0.0, flag_values=fv)
+                       "the crop (as trainer.inference.photos).", lower_bound=0.0, flag_values=fv)
     flags.DEFINE_integer("min_face_size", 32, "Smallest face to look for, in photo pixels.",
                          lower_bound=1, flag_values=fv)
-    flags.DEFINE_string("detector", None, "Face detector of trainer.photos.detection (e.g. "
-                        "mtcnn, haar; default: its default).", flag_values=fv)
+    flags.DEFINE_string("detector", None, "Face detector of trainer.inference.faces.detection "
+                        "(e.g. mtcnn, haar; default: its default).", flag_values=fv)
     flags.DEFINE_list("class_names", [], "Class names in the model's order, for endpoints whose "
                       "predictions carry bare probability lists (ours name the classes).",
                       flag_values=fv)
@@ -65,8 +66,8 @@ def find_faces_in(paths: list[str], margin: float, min_face_size: int,
     """(photos, faces uint8 [N,48,48], owners [(photo index, face index)]) for the paths."""
     import numpy as np
 
-    from trainer.photos import detection
-    from trainer.photos.files import UnreadablePhotoError, expand_photo_paths, read_photo
+    from trainer.inference.faces import detection
+    from trainer.inference.files import UnreadablePhotoError, expand_photo_paths, read_photo
 
     choices = getattr(detection, "DETECTOR_CHOICES", None)
     if detector and choices and detector not in choices:

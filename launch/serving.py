@@ -1,7 +1,8 @@
 """Online prediction on Vertex AI: the requests that register an export, deploy it to an
 endpoint and ask it about faces. Pure functions of settings; launch.serving_submit sends them.
 
-The Model runs the predictor image (containers/predictor.Dockerfile, launch/prediction_server.py):
+The Model runs the predictor image (containers/predictor.Dockerfile,
+trainer/inference/prediction_server.py):
 TensorFlow 2.21, the version that wrote the SavedModel (Vertex AI's prebuilt TensorFlow
 prediction images stop at 2.15). Resource IDs are chosen here (UploadModelRequest.model_id,
 CreateEndpointRequest.endpoint_id), so the three requests of a deployment name each other and a

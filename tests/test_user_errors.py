@@ -19,7 +19,7 @@ from tests.test_import_graph import module_files
 NOT_COMMANDS = ("launch.local_cloud",)
 COMMANDS = ("beam_preprocess.__main__", "beam_preprocess.finish", "trainer.__main__",
             "trainer.evaluate", "trainer.export_mobile", "trainer.predict", "trainer.serve",
-            "launch.__main__", "launch.prediction_server")
+            "launch.__main__", "trainer.inference.prediction_server")
 BUILTIN_ERRORS = {"Exception", "OSError", "IOError", "ValueError", "RuntimeError",
                   "FileNotFoundError", "KeyError", "TypeError"}
 

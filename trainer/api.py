@@ -22,9 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trainer.photos import detection
-from trainer.photos.files import PhotoLimits, UnreadablePhotoError, decode_photo, read_photo
-from trainer.serving.loader import load_ensemble
+from trainer.export.loader import load_ensemble
+from trainer.inference.faces import detection
+from trainer.inference.files import PhotoLimits, UnreadablePhotoError, decode_photo, read_photo
 
 URL_TIMEOUT_SECONDS = 30
 
@@ -76,7 +76,7 @@ class EmotionReader:
 
     @property
     def provenance(self) -> dict:
-        """What the model was trained on (trainer.serving.provenance)."""
+        """What the model was trained on (trainer.export.provenance)."""
         return self.model.provenance
 
     def read(self, image) -> list[Face]:

@@ -5,10 +5,10 @@
 
 Writes model.tflite (float32), model.onnx and, with --int8, model_int8.tflite (calibrated on
 --calibration_faces faces of the training records in --data_dir) to --output, local or gs://,
-plus labels.json for the TFLite models. Each is loaded back through trainer.serving.loader and
+plus labels.json for the TFLite models. Each is loaded back through trainer.export.loader and
 compared with --model on faces (the records' test split with --data_dir, else synthetic faces);
 one JSON line per export goes to stdout: path, bytes, max_abs_diff, argmax_agreement (and
-accuracy on labelled records). trainer/serving/mobile.py does the work.
+accuracy on labelled records). trainer/export/mobile.py does the work.
 Exit status: 0, or 2 with one line on stderr for a bad flag or a model that cannot be read.
 """
 
@@ -45,7 +45,7 @@ def _check_faces(count: int):
     """(faces, labels or None): the test records of --data_dir, else synthetic faces."""
     import numpy as np
 
-    from trainer.serving.mobile import labelled_faces_from_records
+    from trainer.export.mobile import labelled_faces_from_records
 
     if FLAGS.data_dir:  # labelled: each export's accuracy is reported beside the source's
         return labelled_faces_from_records(FLAGS.data_dir, count, split="test")
@@ -56,7 +56,7 @@ def _check_faces(count: int):
 
 
 def _export_all(source) -> list[dict]:
-    from trainer.serving import mobile
+    from trainer.export import mobile
 
     faces, labels = _check_faces(FLAGS.check_faces)
     targets = []
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
     console.set_up_logging()  # the converters' INFO chatter (a 5 kB input-name list) kept out
 
     from beam_preprocess.user_error import UserError
-    from trainer.serving.loader import load_exported
+    from trainer.export.loader import load_exported
 
     try:
         source = load_exported(FLAGS.model)

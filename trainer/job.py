@@ -21,7 +21,7 @@ from trainer.config import TrainConfig
 from trainer.data.manifest import data_digest, load_manifest
 from trainer.evaluation.metrics import check_record_count, report_from_confusion
 from trainer.evaluation.report_files import write_report
-from trainer.serving import export, provenance
+from trainer.export import provenance, saved_model
 from trainer.task import EmotionTask
 from trainer.training import checkpoints
 from trainer.training.loop import Trainer
@@ -142,9 +142,9 @@ def export_models(emotion: EmotionTask, dirs: OutputDirs) -> None:
     serving_model.set_weights(emotion.model.get_weights())
     names = emotion.manifest.class_names
     trained_on = _provenance(emotion)
-    export.export_saved_model(serving_model, names, dirs.saved_model,
+    saved_model.export_saved_model(serving_model, names, dirs.saved_model,
                               emotion.test_time_augmentation, trained_on)
-    keras_path = export.export_keras(serving_model, names, dirs.export, trained_on)
+    keras_path = saved_model.export_keras(serving_model, names, dirs.export, trained_on)
     logging.info("exported %s and %s (%s)", dirs.saved_model, keras_path,
                  provenance.describe(trained_on))
 

@@ -8,7 +8,7 @@
 local or gs://. A directory argument stands for its photos and videos (not recursive).
 stdout gets one JSON line per face of a photo, one per frame of a video and, after a video's
 frames, one with its tracks: per face followed across frames, its frames, dominant smoothed
-emotion and the share of each (trainer.photos.predict, video and tracking describe them);
+emotion and the share of each (trainer.inference.photos, video and tracking describe them);
 stderr ends with a summary.
 
 Exit status: 0 when every input was read, 1 when some could not be read (they are skipped),
@@ -29,9 +29,10 @@ from trainer import console
 console.import_tensorflow()
 
 from beam_preprocess.user_error import UserError  # noqa: E402
-from trainer.photos import detection, tracking, video  # noqa: E402
-from trainer.photos.files import make_output_dir  # noqa: E402
-from trainer.photos.predict import EXIT_USAGE, PredictOptions, predict_paths  # noqa: E402
+from trainer.inference import tracking, video  # noqa: E402
+from trainer.inference.faces import detection  # noqa: E402
+from trainer.inference.files import make_output_dir  # noqa: E402
+from trainer.inference.photos import EXIT_USAGE, PredictOptions, predict_paths  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -74,7 +75,7 @@ def _options() -> PredictOptions:
 
 
 def _run(paths: list[str]) -> int:
-    from trainer.serving.loader import load_ensemble
+    from trainer.export.loader import load_ensemble
 
     try:
         # Before loading the model: a bad --output, detector or camera fails in seconds.

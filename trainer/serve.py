@@ -3,7 +3,8 @@
     python -m trainer.serve --model JOB_DIR/model [--port 8080] [--host 127.0.0.1]
 
 --model is any export (SavedModel directory, model.keras, .tflite, .onnx; local or gs://).
-Open http://HOST:PORT/ in a browser; the JSON API is POST /predict (trainer/webdemo/app.py).
+Open http://HOST:PORT/ in a browser; the JSON API is POST /predict
+(trainer/inference/webdemo/app.py).
 The default host serves this machine only; --host 0.0.0.0 serves the network (there is no
 authentication). A bad flag or a model that cannot be loaded: one line on stderr, exit 2.
 """
@@ -20,7 +21,7 @@ from trainer import console
 # The photo libraries import TensorFlow: first, quietly (no CUDA noise on CPU machines).
 console.import_tensorflow()
 
-from trainer.photos import detection  # noqa: E402
+from trainer.inference.faces import detection  # noqa: E402
 
 EXIT_USAGE = 2
 FLAGS = flags.FLAGS
@@ -46,11 +47,11 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}", exitcode=EXIT_USAGE)
     from beam_preprocess.user_error import UserError
-    from trainer.photos.video import FrameOptions
-    from trainer.serving.loader import load_ensemble
-    from trainer.webdemo.app import Limits, create_app, create_server
+    from trainer.export.loader import load_ensemble
+    from trainer.inference.video import FrameOptions
+    from trainer.inference.webdemo.app import Limits, create_app, create_server
 
-    console.set_up_logging()  # one readable line per request (trainer.webdemo)
+    console.set_up_logging()  # one readable line per request (trainer.inference.webdemo)
     limits = Limits(max_upload_bytes=FLAGS.max_upload_mb * 1024 * 1024,
                     max_files=FLAGS.max_files)
     try:

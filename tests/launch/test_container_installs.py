@@ -42,7 +42,7 @@ ENTRYPOINTS = {
     "trainer-gpu": ["python", "-m", "trainer"],
     "trainer-tpu": ["python", "-m", "trainer"],
     "dataflow-worker": None,  # Beam's /opt/apache/beam/boot, which Dataflow runs
-    "predictor": ["python", "-m", "launch.prediction_server"],
+    "predictor": ["python", "-m", "trainer.inference.prediction_server"],
 }
 
 
@@ -225,7 +225,7 @@ def test_predictor_image_serves_an_export(tmp_path, project_venv_untouched):
     export = write_tiny_export(tmp_path / "export" / "saved_model")
     port = free_port()
     server = subprocess.Popen(
-        [str(emulation.shims / "python"), "-m", "launch.prediction_server"],
+        [str(emulation.shims / "python"), "-m", "trainer.inference.prediction_server"],
         cwd=emulation.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**emulation.process_env(), "AIP_STORAGE_URI": export, "AIP_HTTP_PORT": str(port),
              "AIP_HEALTH_ROUTE": "/v1/health", "AIP_PREDICT_ROUTE": "/v1/predict"})

@@ -37,7 +37,7 @@ def dry_run(capsys, *args) -> dict:
     ("./build", "build/x", True),
     ("*.egg-info", "vggface_emotion.egg-info/PKG-INFO", True),
     ("*.egg-info", "sub/x.egg-info", False),  # * stays within one path component
-    ("**/__pycache__", "trainer/serving/__pycache__/x.pyc", True),
+    ("**/__pycache__", "trainer/export/__pycache__/x.pyc", True),
     ("**/__pycache__", "__pycache__/x.pyc", True),  # ** also matches no directory
     ("**/*.py[cod]", "launch/a.pyc", True),
     ("**/*.py[cod]", "launch/a.py", False),
@@ -65,7 +65,8 @@ def test_repository_context_has_the_code_and_none_of_the_clutter():
     files = dockerignore.context_files(REPO_ROOT)
     assert {"setup.py", "constraints.txt", "pyproject.toml", "containers/check_install.py",
             "containers/requirements.py", "containers/cuda-constraints.txt",
-            "trainer/__main__.py", "beam_preprocess/pipeline.py", "launch/prediction_server.py",
+            "trainer/__main__.py", "beam_preprocess/pipeline.py",
+            "trainer/inference/prediction_server.py",
             *images.DOCKERFILES.values()} <= set(files)
     for path in files:
         top = path.split("/", 1)[0]
@@ -73,7 +74,8 @@ def test_repository_context_has_the_code_and_none_of_the_clutter():
                            ".pytest_cache", ".ruff_cache", "docs", "README.md"}, path
         assert "__pycache__" not in path and not path.endswith((".pyc", ".egg-info")), path
         assert not top.endswith(".egg-info"), path
-    assert "trainer/webdemo/static/index.html" in files  # the web demo's page is package data
+    # The web demo's page is package data.
+    assert "trainer/inference/webdemo/static/index.html" in files
 
 
 def test_archive_is_the_context_and_is_reproducible(tmp_path):

@@ -14,9 +14,10 @@ from google.cloud import aiplatform_v1
 from google.protobuf import json_format
 from matplotlib import cbook
 
-from launch import predict_cli, prediction_server, serving, serving_submit
+from launch import predict_cli, serving, serving_submit
 from launch.__main__ import main
 from launch.errors import LaunchError
+from trainer.inference import prediction_server
 
 PROJECT, REGION = "my-project", "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
@@ -187,7 +188,7 @@ def test_deploy_refuses_an_artifact_without_a_saved_model(gcs_emulator, gcs_clie
 # --- the predictor's server --------------------------------------------------------------------
 
 def write_tiny_export(path):
-    """A SavedModel with trainer.serving.export's endpoints: brighter faces lean to 'sad'."""
+    """A SavedModel with trainer.export.saved_model's endpoints: brighter faces lean to 'sad'."""
     import tensorflow as tf
 
     names = tf.constant(CLASS_NAMES)
@@ -226,7 +227,7 @@ def write_tiny_export(path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from trainer.serving.loader import load_exported
+    from trainer.export.loader import load_exported
 
     model = load_exported(write_tiny_export(tmp_path_factory.mktemp("export") / "saved_model"))
     httpd = prediction_server.make_server(prediction_server.Predictor(model), 0, "127.0.0.1")
@@ -301,7 +302,7 @@ def predict_flags(*args):
 
 
 def test_predict_dry_run_prints_the_predict_requests(photos, offline, capsys):
-    from trainer.photos.detection import find_faces
+    from trainer.inference.faces.detection import find_faces
 
     out = io.StringIO()
     paths = [str(photos / "hopper.jpg"), str(photos / "pair.png"), str(photos / "wall.png")]
@@ -354,7 +355,7 @@ def test_predict_reads_the_faces_through_the_endpoint(photos, server, capsys):
     assert lines[("wall.png", None)] == {"file": str(photos / "wall.png"), "faces": 0}
     hopper = lines[("hopper.jpg", 0)]
     assert set(hopper) == {"file", "faces", "face", "box", "emotion", "probability",
-                           "probabilities"}  # the shape trainer.photos.predict prints
+                           "probabilities"}  # the shape trainer.inference.photos prints
     assert hopper["faces"] == 1 and set(hopper["probabilities"]) == set(CLASS_NAMES)
     assert hopper["emotion"] == max(hopper["probabilities"], key=hopper["probabilities"].get)
     assert hopper["probability"] == hopper["probabilities"][hopper["emotion"]]

@@ -73,8 +73,8 @@ class ExportDir:
 def export_dir(tmp_path_factory) -> ExportDir:
     import keras
 
+    from trainer.export.saved_model import export_keras, export_saved_model, raw_faces_to_records
     from trainer.model import build_emotion_model
-    from trainer.serving.export import export_keras, export_saved_model, raw_faces_to_records
 
     faces, _ = synthetic_faces(56, seed=0)
     keras.utils.set_random_seed(0)  # the same weights every session: the same parity figures
@@ -93,7 +93,7 @@ def session_provenance() -> dict:
     """What the session's model records as its training: the demo's synthetic data set."""
     from beam_preprocess.record_format import Manifest
     from trainer.config import TrainConfig
-    from trainer.serving.provenance import training_provenance
+    from trainer.export.provenance import training_provenance
 
     manifest = Manifest(image_size=RECORDS_SIDE, label_set="fer2013", class_names=CLASS_NAMES,
                         splits={}, bad_rows=0, input_path="demo/fer2013_synthetic.csv")
@@ -104,8 +104,8 @@ def session_provenance() -> dict:
 
 @pytest.fixture(scope="session")
 def saved_model(export_dir):
-    """The session's SavedModel through the one loader (trainer.serving.loader)."""
-    from trainer.serving.loader import load_exported
+    """The session's SavedModel through the one loader (trainer.export.loader)."""
+    from trainer.export.loader import load_exported
 
     return load_exported(str(export_dir.saved_model))
 
@@ -118,14 +118,14 @@ def test_faces() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def tflite_model(export_dir, saved_model) -> Path:
-    from trainer.serving.mobile import TFLITE_FILENAME, export_tflite
+    from trainer.export.mobile import TFLITE_FILENAME, export_tflite
 
     return Path(export_tflite(saved_model, str(export_dir.path / TFLITE_FILENAME)))
 
 
 @pytest.fixture(scope="session")
 def tflite_int8_model(export_dir, saved_model) -> Path:
-    from trainer.serving.mobile import TFLITE_INT8_FILENAME, export_tflite
+    from trainer.export.mobile import TFLITE_INT8_FILENAME, export_tflite
 
     representative, _ = synthetic_faces(64, seed=2)
     return Path(export_tflite(saved_model, str(export_dir.path / TFLITE_INT8_FILENAME),
@@ -134,6 +134,6 @@ def tflite_int8_model(export_dir, saved_model) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_model(export_dir, saved_model) -> Path:
-    from trainer.serving.mobile import ONNX_FILENAME, export_onnx
+    from trainer.export.mobile import ONNX_FILENAME, export_onnx
 
     return Path(export_onnx(saved_model, str(export_dir.path / ONNX_FILENAME)))

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from tests.support.trainer_data import REPO_ROOT
-from tests.trainer.photos import composites
+from tests.trainer.inference import composites
 from trainer.api import EmotionReader
-from trainer.photos.files import UnreadablePhotoError
-from trainer.photos.predict import predict_photos
+from trainer.inference.files import UnreadablePhotoError
+from trainer.inference.photos import predict_photos
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_a_run_writes_checkpoints_logs_metrics_and_exports(trained_job):
 def test_both_exports_record_what_the_model_was_trained_on(trained_job):
     """Data set, its manifest's digest (what `sha256sum manifest.json` prints), weights and
     the recipe's non-default settings, in the SavedModel and in model.keras alike."""
-    from trainer.serving.loader import load_exported
+    from trainer.export.loader import load_exported
 
     data, job, _ = trained_job
     saved_model = load_exported(str(job / "model")).provenance

@@ -2,7 +2,7 @@
 
 One export, or several averaged (an ensemble: the mean of their probabilities, the way the
 published results above 75 % on fer2013 are made), optionally with test-time augmentation.
-Exports are read by the one loader (trainer.serving.loader), local or gs://.
+Exports are read by the one loader (trainer.export.loader), local or gs://.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from trainer.evaluation.metrics import (
     negative_log_likelihood,
     report_from_confusion,
 )
-from trainer.serving.loader import ExportedModel, ModelLoadError, load_exported
+from trainer.export.loader import ExportedModel, ModelLoadError, load_exported
 
 
 def _check_fits(model: ExportedModel, manifest, data_dir: str) -> None:

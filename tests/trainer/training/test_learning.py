@@ -60,7 +60,7 @@ def rare_class_probability(data_dir, job_dir) -> float:
 
     from trainer.data.input_pipeline import Pipeline, RecordFiles
     from trainer.data.manifest import load_manifest
-    from trainer.serving.loader import load_exported
+    from trainer.export.loader import load_exported
 
     manifest = load_manifest(str(data_dir))
     model = load_exported(str(job_dir / "export/model.keras"))

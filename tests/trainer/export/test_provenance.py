@@ -1,4 +1,4 @@
-"""trainer.serving.provenance: what an export records of its training, and the lines that show
+"""trainer.export.provenance: what an export records of its training, and the lines that show
 it. (That every export carries it: tests/trainer/test_end_to_end.py, test_mobile.py; that
 predict, the web demo and the API show it: their tests.)"""
 
@@ -8,7 +8,7 @@ import hashlib
 
 from beam_preprocess.record_format import Manifest
 from trainer.config import TrainConfig
-from trainer.serving.provenance import (
+from trainer.export.provenance import (
     describe,
     ensemble_provenance,
     synthetic_warning,

@@ -1,10 +1,10 @@
-"""trainer.photos.tracking: boxes joined across frames by overlap, probabilities smoothed."""
+"""trainer.inference.tracking: boxes joined across frames by overlap, probabilities smoothed."""
 
 import numpy as np
 import pytest
 
-from trainer.photos.detection import Box
-from trainer.photos.tracking import FaceTracker, overlap
+from trainer.inference.faces.detection import Box
+from trainer.inference.tracking import FaceTracker, overlap
 
 CLASSES = ["sad", "neutral", "happy"]
 

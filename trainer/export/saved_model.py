@@ -11,7 +11,7 @@ SavedModel endpoints (keras.export.ExportArchive):
       (what `python -m trainer.evaluate` uses on the preprocessed records).
   metadata() -> class_names string [C], image_size int32 (the records' side),
       network_image_size int32, source_image_size int32, tta string, provenance string (JSON:
-      what the model was trained on, trainer.serving.provenance)
+      what the model was trained on, trainer.export.provenance)
 model.keras takes [N,S,S,1] faces (0..255) and returns logits; labels.json beside it holds the
 class names, sizes and provenance.
 """
@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE, resize_faces
 from trainer.data.augmentation import TestTimeAugmentation
-from trainer.serving.provenance import PROVENANCE_KEY
+from trainer.export.provenance import PROVENANCE_KEY
 from trainer.training.preemption import raise_if_sigterm_received
 from trainer.vggface.layers import VGGFace2Preprocess
 

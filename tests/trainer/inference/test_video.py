@@ -1,4 +1,4 @@
-"""Videos and cameras: `python -m trainer.predict clip.mp4` and trainer.photos.video.
+"""Videos and cameras: `python -m trainer.predict clip.mp4` and trainer.inference.video.
 
 The clips are written here with cv2.VideoWriter (mp4v) from Grace Hopper's portrait: two faces
 that drift a few pixels per frame. A camera cannot be tested on this machine (it has none):
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from tests.trainer.conftest import CLASS_NAMES
-from tests.trainer.photos import composites
-from trainer.photos import video
-from trainer.photos.predict import EXIT_UNREADABLE, EXIT_USAGE, PredictOptions, predict_paths
+from tests.trainer.inference import composites
+from trainer.inference import video
+from trainer.inference.photos import EXIT_UNREADABLE, EXIT_USAGE, PredictOptions, predict_paths
 
 FRAMES, FPS = 8, 10.0
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(

@@ -86,7 +86,7 @@ def all_composites() -> list[Composite]:
 
 
 def score(boxes, centres, face_size) -> tuple[int, int]:
-    """(true faces found, false hits) of detected `boxes` (trainer.photos.detection.Box)."""
+    """(true faces found, false hits) of detected `boxes` (detection.Box)."""
     found, false_hits = set(), 0
     for box in boxes:
         cx, cy = box.x + box.width / 2, box.y + box.height / 2

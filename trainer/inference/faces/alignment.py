@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
-from trainer.photos.face_types import DEFAULT_MARGIN
+from trainer.inference.faces.face_types import DEFAULT_MARGIN
 
 # The five landmarks (photo-left eye, photo-right eye, nose tip, left and right mouth corner)
 # in a 48x48 crop framed as fer2013 frames faces. Read off Grace Hopper's portrait cropped the

@@ -10,7 +10,7 @@ record_format.resize_faces written as gathers and lerps: the converters' own res
 (TFLite's bilinear kernel is up to 8e-4 grey levels off, which flips the rounding of ~0.3 % of
 pixels; tf2onnx 1.17 turns a 48 -> 56 or 48 -> 224 resize into an ONNX Resize with a float scale
 that gives 55 or 223 rows). Gathers and lerps convert one to one, and the result is bit-equal to
-TF's kernel in TF, LiteRT and onnxruntime (tests/trainer/serving).
+TF's kernel in TF, LiteRT and onnxruntime (tests/trainer/export).
 
 Every export is checked against its source on faces right after writing (`check_export`).
 """
@@ -30,9 +30,9 @@ import tensorflow as tf
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
 from beam_preprocess.user_error import UserError
-from trainer.serving.export import LABELS_FILENAME
-from trainer.serving.loader import ExportedModel, load_exported
-from trainer.serving.provenance import PROVENANCE_KEY
+from trainer.export.loader import ExportedModel, load_exported
+from trainer.export.provenance import PROVENANCE_KEY
+from trainer.export.saved_model import LABELS_FILENAME
 
 
 class MobileExportError(UserError, ValueError):
@@ -156,7 +156,7 @@ def _convert_tflite(model: ExportedModel, path: str, representative_faces) -> No
 @contextlib.contextmanager
 def _as_saved_model(model: ExportedModel):
     """`model` itself when it is a loaded SavedModel, else (model.keras) the same model written
-    by trainer.serving.export.export_saved_model to a temporary directory and loaded back.
+    by trainer.export.saved_model.export_saved_model to a temporary directory and loaded back.
 
     The converters need the variables' owner to be a trackable they can save: a Keras 3 model
     handed over bare converts to a TFLite model without signatures, or with garbage weights.
@@ -166,7 +166,7 @@ def _as_saved_model(model: ExportedModel):
     if not isinstance(model.trackable, keras.Model):
         yield model
         return
-    from trainer.serving.export import export_saved_model
+    from trainer.export.saved_model import export_saved_model
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = os.path.join(tmp, "saved_model")
@@ -204,7 +204,7 @@ def export_onnx(source: ExportedModel | str, path: str, opset: int = ONNX_OPSET)
                                                  input_signature=[FACES_SPEC], opset=opset)
     onnx.helper.set_model_props(proto, {"class_names": json.dumps(model.class_names),
                                         "image_size": str(model.image_size),
-                                        "producer": "trainer.serving.mobile",
+                                        "producer": "trainer.export.mobile",
                                         PROVENANCE_KEY: json.dumps(model.provenance)})
     _write_bytes(proto.SerializeToString(), path)
     return path

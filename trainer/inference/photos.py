@@ -9,7 +9,7 @@ a photo without a face gets one line {"file": ..., "faces": 0}, and a file that 
 or decoded gets {"file": ..., "error": "..."} and is skipped. Faces are numbered left to right.
 With an output directory each photo read is also written there as <name>.png with the faces
 boxed and labelled, and its lines carry "annotated": that path. Videos get one line per frame
-read (trainer.photos.video).
+read (trainer.inference.video).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import TextIO
 import numpy as np
 import tensorflow as tf
 
-from trainer.photos import detection as face_finder
-from trainer.photos import video
-from trainer.photos.annotate import draw_faces, label_text
-from trainer.photos.face_entry import face_entry
-from trainer.photos.files import (
+from trainer.inference import video
+from trainer.inference.annotate import draw_faces, label_text
+from trainer.inference.face_entry import face_entry
+from trainer.inference.faces import detection as face_finder
+from trainer.inference.files import (
     NotAnImageError,
     UnreadablePhotoError,
     expand_photo_paths,
@@ -121,7 +121,7 @@ def predict_paths(classifier, paths: list[str], options: PredictOptions,
                   out: TextIO = sys.stdout) -> Summary:
     """Writes the JSON lines of every photo and video in `paths` to `out`.
 
-    `classifier` is a trainer.serving.loader.ExportedModel. A path is a video by its extension
+    `classifier` is a trainer.export.loader.ExportedModel. A path is a video by its extension
     (video.VIDEO_EXTENSIONS), or when it is no image but OpenCV reads frames from it.
     Unreadable files are reported in the output and counted, never raised.
     """

@@ -1,5 +1,5 @@
-"""The web demo (trainer/webdemo, `python -m trainer.serve`): its JSON API and its page in a
-real headless Chromium.
+"""The web demo (trainer/inference/webdemo, `python -m trainer.serve`): its JSON API and its
+page in a real headless Chromium.
 
 The server runs here on 127.0.0.1 on a free port (waitress, in a thread, serving the session's
 model); the browser test drives Debian's chromium + chromium-driver with Selenium. Outside CI
@@ -24,9 +24,9 @@ import pytest
 import requests
 
 from tests.trainer.conftest import CLASS_NAMES
-from tests.trainer.photos.composites import hopper
-from tests.trainer.photos.test_files import png_declaring
-from trainer.webdemo.app import Limits, UnusableAddressError, create_app, create_server
+from tests.trainer.inference.composites import hopper
+from tests.trainer.inference.test_files import png_declaring
+from trainer.inference.webdemo.app import Limits, UnusableAddressError, create_app, create_server
 
 LIMITS = Limits(max_upload_bytes=2 * 1024 * 1024, max_files=3, max_pixels=20_000_000)
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -261,7 +261,7 @@ def test_info_names_the_model_what_it_was_trained_on_and_its_limits(saved_model)
 
 def test_every_request_is_logged_in_one_line(saved_model, hopper_jpeg, caplog):
     client = create_app(saved_model, limits=LIMITS).test_client()
-    with caplog.at_level(logging.INFO, logger="trainer.webdemo"):
+    with caplog.at_level(logging.INFO, logger="trainer.inference.webdemo"):
         client.post("/predict", data=hopper_jpeg, content_type="image/jpeg")
         client.post("/predict", data=b"not an image", content_type="image/jpeg")
         client.get("/api/info")

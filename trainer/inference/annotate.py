@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from trainer.photos.detection import Box
+from trainer.inference.faces.detection import Box
 
 BOX_COLOUR = (0, 200, 0)  # BGR green: visible on skin, hair and most backgrounds
 TEXT_COLOUR = (0, 0, 0)

@@ -1,12 +1,12 @@
 """The HTTP server of the predictor image (containers/predictor.Dockerfile) on Vertex AI endpoints.
 
-    python -m launch.prediction_server [--model JOB_DIR/model] [--port 8080]
+    python -m trainer.inference.prediction_server [--model JOB_DIR/model] [--port 8080]
 
 It follows Vertex AI's custom serving container contract (cloud.google.com/vertex-ai/docs/
 predictions/custom-container-requirements): it listens on $AIP_HTTP_PORT, answers $AIP_HEALTH_ROUTE
 once the model is loaded, serves $AIP_PREDICT_ROUTE, and loads the model Vertex AI copied to
-$AIP_STORAGE_URI (the Model's artifact_uri: an export of trainer.serving.export, read with
-trainer.serving.loader, the loader `python -m trainer.photos.predict` uses).
+$AIP_STORAGE_URI (the Model's artifact_uri: an export of trainer.export.saved_model, read with
+trainer.export.loader, the loader `python -m trainer.inference.photos` uses).
 
 Predict request body (what `python -m launch predict` sends; PredictRequest.instances):
     {"instances": [FACE, ...]}   FACE: 48x48 nested list of ints 0..255 (one grey face as fer2013
@@ -31,14 +31,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from beam_preprocess.user_error import UserError
-from trainer.serving.emotion_fields import emotion_fields
+from trainer.inference.emotion_fields import emotion_fields
 
 FACE_SIDE = 48
 DEFAULT_PORT = 8080
 DEFAULT_PREDICT_ROUTE = "/predict"
 DEFAULT_HEALTH_ROUTE = "/health"
 MAX_INSTANCES = 1000  # Vertex AI caps a request at 1.5 MB; a face is ~9 kB of JSON
-_LOG = logging.getLogger("launch.prediction_server")
+_LOG = logging.getLogger("trainer.inference.prediction_server")
 
 
 class BadRequestError(UserError, ValueError):
@@ -85,7 +85,7 @@ class Predictor:
     """The loaded model as a function of request bodies (thread-safe: TF functions are)."""
 
     def __init__(self, model):
-        self.model = model  # a trainer.serving.loader.ExportedModel (or anything alike)
+        self.model = model  # a trainer.export.loader.ExportedModel (or anything alike)
 
     @property
     def class_names(self) -> list[str]:
@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
     if not args.model:
         print("error: no model: pass --model or set AIP_STORAGE_URI", file=sys.stderr)
         return 2
-    from trainer.serving.loader import load_exported
+    from trainer.export.loader import load_exported
 
     try:
         model = load_exported(args.model)

@@ -1,5 +1,5 @@
 """What face finding shares: a detected face (box, landmarks), the detector interface and
-its names, and the errors and limits every detector keeps (trainer.photos.detection chooses
+its names, and the errors and limits every detector keeps (trainer.inference.faces.detection chooses
 and runs one; mtcnn_detector and alignment build on these)."""
 
 from __future__ import annotations

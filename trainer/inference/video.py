@@ -32,10 +32,11 @@ import numpy as np
 import tensorflow as tf
 
 from beam_preprocess.user_error import UserError
-from trainer.photos import detection, tracking
-from trainer.photos.annotate import draw_faces, label_text
-from trainer.photos.face_entry import face_entry
-from trainer.serving.emotion_fields import emotion_fields
+from trainer.inference import tracking
+from trainer.inference.annotate import draw_faces, label_text
+from trainer.inference.emotion_fields import emotion_fields
+from trainer.inference.face_entry import face_entry
+from trainer.inference.faces import detection
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
 DEFAULT_BATCH_FRAMES = 8

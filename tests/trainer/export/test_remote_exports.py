@@ -45,7 +45,7 @@ def test_evaluate_reads_an_export_from_cloud_storage(export_dir, gcs_client, tmp
 
 
 def test_a_missing_remote_export_is_named(gcs_emulator):
-    from trainer.serving.loader import ModelLoadError, load_exported
+    from trainer.export.loader import ModelLoadError, load_exported
 
     with pytest.raises(ModelLoadError, match=f"gs://{gcs_emulator}/nothing/model.keras: no such"):
         load_exported(f"gs://{gcs_emulator}/nothing/model.keras")
@@ -73,8 +73,8 @@ class _BucketWithHostileNames:
 
 def test_an_object_name_that_climbs_out_of_the_download_folder_is_refused(monkeypatch,
                                                                          tmp_path):
-    from trainer.serving import remote
-    from trainer.serving.loader import ModelLoadError, load_exported
+    from trainer.export import remote
+    from trainer.export.loader import ModelLoadError, load_exported
 
     monkeypatch.setattr(remote, "_client",
                         lambda: type("Client", (), {"bucket": lambda self, name:

@@ -13,7 +13,7 @@ import importlib.resources
 import cv2
 import numpy as np
 
-from trainer.photos.face_types import (
+from trainer.inference.faces.face_types import (
     LANDMARK_NAMES,
     MTCNN,
     Box,

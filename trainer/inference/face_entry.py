@@ -1,12 +1,12 @@
 """One face of a photo or a video frame as the JSON lines describe it (trainer.predict, the web
-demo): its number, box, emotion fields (trainer.serving.emotion_fields) and landmarks."""
+demo): its number, box, emotion fields (trainer.inference.emotion_fields) and landmarks."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from trainer.photos.detection import Box, DetectedFace
-from trainer.serving.emotion_fields import emotion_fields
+from trainer.inference.emotion_fields import emotion_fields
+from trainer.inference.faces.detection import Box, DetectedFace
 
 
 def face_entry(index: int, face: DetectedFace | Box, row: np.ndarray,

@@ -7,9 +7,9 @@ are deterministic, so they are asserted exactly. The README's table has the timi
 import numpy as np
 import pytest
 
-from tests.trainer.photos import composites
-from trainer.photos import detection, face_types
-from trainer.photos.alignment import (
+from tests.trainer.inference import composites
+from trainer.inference.faces import detection, face_types
+from trainer.inference.faces.alignment import (
     TEMPLATE_48,
     align_face,
     alignment_matrix,

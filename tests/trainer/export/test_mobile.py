@@ -1,4 +1,4 @@
-"""TFLite and ONNX exports (trainer.serving.mobile): each matches the SavedModel on faces.
+"""TFLite and ONNX exports (trainer.export.mobile): each matches the SavedModel on faces.
 
 Float exports must give the SavedModel's probabilities within 1e-4. The int8 model's accuracy
 delta on labelled synthetic faces is printed and written to int8_check.json in the test's tmp
@@ -16,10 +16,10 @@ import tensorflow as tf
 
 from beam_preprocess.record_format import resize_faces
 from tests.trainer.conftest import CLASS_NAMES, RECORDS_SIDE
-from trainer.photos.predict import predict_photos
-from trainer.serving import mobile
-from trainer.serving.loader import ModelLoadError, load_exported
-from trainer.serving.provenance import describe
+from trainer.export import mobile
+from trainer.export.loader import ModelLoadError, load_exported
+from trainer.export.provenance import describe
+from trainer.inference.photos import predict_photos
 
 FLOAT_TOLERANCE = 1e-4
 
@@ -109,7 +109,7 @@ def test_predict_takes_a_tflite_model_through_the_one_loader(saved_model, tflite
                                                              tmp_path):
     import cv2
 
-    from tests.trainer.photos.composites import hopper
+    from tests.trainer.inference.composites import hopper
 
     cv2.imwrite(str(tmp_path / "hopper.jpg"), hopper())
     answers = []

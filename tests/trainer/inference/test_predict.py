@@ -1,7 +1,7 @@
 """`python -m trainer.predict` on photos: faces found in a real photo, cropped, classified, drawn.
 
 The photo is Grace Hopper's portrait that ships with matplotlib (a project dependency); the
-model is the session's small ResNet-50 exported with trainer.serving.export
+model is the session's small ResNet-50 exported with trainer.export.saved_model
 (tests/trainer/conftest.py), so every path from photo to JSON line is the real one. Tests that
 start the CLI are marked slow. Detector-specific behaviour is in test_detection.py, videos in
 test_video.py.
@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from tests.trainer.conftest import CLASS_NAMES
-from tests.trainer.photos import composites
-from tests.trainer.photos.composites import HOPPER_FACE_CENTRE
-from trainer.photos.annotate import BOX_COLOUR
-from trainer.photos.detection import DETECTOR_CHOICES, Box, crop_face, find_faces
-from trainer.photos.predict import EXIT_UNREADABLE, EXIT_USAGE, annotated_path, predict_photos
-from trainer.serving.loader import ModelLoadError, load_exported
+from tests.trainer.inference import composites
+from tests.trainer.inference.composites import HOPPER_FACE_CENTRE
+from trainer.export.loader import ModelLoadError, load_exported
+from trainer.inference.annotate import BOX_COLOUR
+from trainer.inference.faces.detection import DETECTOR_CHOICES, Box, crop_face, find_faces
+from trainer.inference.photos import EXIT_UNREADABLE, EXIT_USAGE, annotated_path, predict_photos
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))

@@ -2,8 +2,8 @@
 
 Two detectors, chosen by name (`get_detector`):
   - "mtcnn" (default): the MTCNN networks of PyPI `mtcnn`, whose weights ship inside its wheel
-    (trainer.photos.mtcnn_detector). It also gives five landmarks, and each face is then
-    aligned (eyes level, fer2013 framing) before the crop (trainer.photos.alignment).
+    (trainer.inference.faces.mtcnn_detector). It also gives five landmarks, and each face is then
+    aligned (eyes level, fer2013 framing) before the crop (trainer.inference.faces.alignment).
   - "haar": OpenCV's frontal-face Haar cascade, the XML file inside the opencv-python-headless
     wheel (`cv2.data.haarcascades`): fast, upright frontal faces only, cropped from its box.
 Nothing is downloaded at run time. OpenCV 5 dropped the cascade classifier and its data files;
@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
-from trainer.photos.alignment import align_face
-from trainer.photos.face_types import (
+from trainer.inference.faces.alignment import align_face
+from trainer.inference.faces.face_types import (
     DEFAULT_MARGIN,
     HAAR,
     MTCNN,
@@ -62,7 +62,7 @@ def get_detector(name: str = DEFAULT_DETECTOR) -> FaceDetector:
         return HaarDetector()
     if name == MTCNN:
         # Imported on first use: `mtcnn` brings TensorFlow, which the Haar path never needs.
-        from trainer.photos.mtcnn_detector import MtcnnDetector
+        from trainer.inference.faces.mtcnn_detector import MtcnnDetector
 
         return MtcnnDetector()
     raise ValueError(f"Unknown face detector {name!r}; choose one of {', '.join(DETECTOR_CHOICES)}")

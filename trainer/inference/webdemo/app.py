@@ -3,7 +3,7 @@
     GET  /              the page (static/index.html, app.js, style.css; no build step)
     GET  /api/info      {"class_names", "model", "trained_on", "warning", "provenance",
                          "detector", "max_files", "max_upload_bytes"}: the model's file name,
-                        what it was trained on (one line; trainer.serving.provenance) and the
+                        what it was trained on (one line; trainer.export.provenance) and the
                         synthetic-data warning (or null)
     POST /predict       photos as a multipart form (any file fields) or one photo as the raw
                         body; ?annotate=1 adds "annotated": a JPEG data URL of the photo with
@@ -13,8 +13,8 @@ Errors are JSON {"error": "..."}: 400 for no photo, a file that is no image or t
 413 for a body over the size limit or an image over the pixel limit. The model and the detector
 run one request at a time (a lock): neither is thread-safe, and on a CPU one call already uses
 the cores. Serve it with waitress (trainer/serve.py), which runs requests on worker threads.
-Each request is logged in one line (logger "trainer.webdemo": method, path, status, photos,
-faces, seconds).
+Each request is logged in one line (logger "trainer.inference.webdemo": method, path, status,
+photos, faces, seconds).
 """
 
 from __future__ import annotations
@@ -32,18 +32,18 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from beam_preprocess.user_error import UserError
-from trainer.photos import video
-from trainer.photos.files import (
+from trainer.export.provenance import describe
+from trainer.inference import video
+from trainer.inference.files import (
     NotAnImageError,
     PhotoLimits,
     PhotoTooLargeError,
     UnreadablePhotoError,
     decode_photo,
 )
-from trainer.photos.predict import annotate, classify_photo, face_lines
-from trainer.serving.provenance import describe
+from trainer.inference.photos import annotate, classify_photo, face_lines
 
-_LOG = logging.getLogger("trainer.webdemo")
+_LOG = logging.getLogger("trainer.inference.webdemo")
 STATIC_DIR = posixpath.join(posixpath.dirname(__file__), "static")
 _ANNOTATED_MAX_SIDE = 1280
 _JPEG_QUALITY = 90
@@ -74,7 +74,7 @@ class BadUploadError(UserError, ValueError):
 
 def create_app(model, options: video.FrameOptions | None = None,
                limits: Limits = Limits()) -> Flask:
-    """The Flask app serving `model` (a trainer.serving.loader.ExportedModel)."""
+    """The Flask app serving `model` (a trainer.export.loader.ExportedModel)."""
     options = options or video.FrameOptions()
     app = Flask(__name__, static_folder=STATIC_DIR, static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = limits.max_upload_bytes

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from trainer.serving.loader import ModelLoadError, load_ensemble, load_exported
+from trainer.export.loader import ModelLoadError, load_ensemble, load_exported
 
 
 @pytest.mark.slow

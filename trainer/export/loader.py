@@ -1,14 +1,14 @@
 """The one loader of exported models, for evaluation, prediction and serving alike.
 
-Reads every export of trainer.serving, chosen by the path, local or gs:// (then fetched to a
-local copy with trainer.serving.remote):
+Reads every export of trainer.export, chosen by the path, local or gs:// (then fetched to a
+local copy with trainer.export.remote):
   - the SavedModel directory: `serving_default` takes raw 48x48 faces, `classify_records`
     takes faces as the records store them, `metadata()` names the classes and sizes;
   - model.keras (copied to a local file first: Keras reads .keras archives as local zip files)
     with labels.json beside it; raw faces become records with the function the SavedModel uses;
-  - *.tflite (trainer.serving.mobile; run by LiteRT, `ai_edge_litert`): signatures
+  - *.tflite (trainer.export.mobile; run by LiteRT, `ai_edge_litert`): signatures
     `serving_default` (raw faces -> probabilities) and `metadata`;
-  - *.onnx (trainer.serving.mobile; run by onnxruntime): input "faces", output "probabilities",
+  - *.onnx (trainer.export.mobile; run by onnxruntime): input "faces", output "probabilities",
     class names in its metadata_props.
 The TFLite and ONNX models take raw 48x48 faces only, so they score records written at 48 px
 (which hold those very faces); the SavedModel and model.keras score records at their own side.
@@ -25,18 +25,18 @@ import tensorflow as tf
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
 from beam_preprocess.user_error import UserError
-from trainer.serving.export import LABELS_FILENAME, raw_faces_to_records
-from trainer.serving.provenance import (
+from trainer.export.provenance import (
     PROVENANCE_KEY,
     describe,
     ensemble_provenance,
     synthetic_warning,
 )
-from trainer.serving.remote import UnsafeObjectNameError, local_copy
+from trainer.export.remote import UnsafeObjectNameError, local_copy
+from trainer.export.saved_model import LABELS_FILENAME, raw_faces_to_records
 
 
 class ModelLoadError(UserError, ValueError):
-    """The --model path is not an export that trainer.serving.export writes, or is unreadable."""
+    """The --model path is not an export trainer.export writes, or is unreadable."""
 
 
 class ExportedModel:
@@ -47,7 +47,7 @@ class ExportedModel:
     side (`image_size`) for the SavedModel and .keras, 48 for TFLite and ONNX, which take raw
     faces. `trackable` is the object that owns the model's variables (what a converter has to
     save), None for TFLite and ONNX. `provenance`: what it was trained on
-    (trainer.serving.provenance; {} for exports older than that record).
+    (trainer.export.provenance; {} for exports older than that record).
     """
 
     def __init__(self, path: str, class_names: list[str], image_size: int, raw_fn, records_fn,
@@ -82,7 +82,7 @@ class ExportedModel:
 
 def load_exported(path: str) -> ExportedModel:
     """The exported model at `path`: a SavedModel directory, or a .keras, .tflite or .onnx
-    file, local or gs:// (fetched to a local copy first: trainer.serving.remote)."""
+    file, local or gs:// (fetched to a local copy first: trainer.export.remote)."""
     try:
         with local_copy(path) as local:
             if local is None:
@@ -117,7 +117,7 @@ def _load_saved_model(path: str) -> ExportedModel:
             "serving_default" not in loaded.signatures:
         raise ModelLoadError(f"{path}: this SavedModel lacks the `serving_default`, "
                              "`classify_records` or `metadata` endpoint; it was not exported by "
-                             "trainer.serving.export.")
+                             "trainer.export.saved_model.")
     serve = loaded.signatures["serving_default"]
     metadata = loaded.metadata()
     class_names = [name.decode() for name in metadata["class_names"].numpy()]
@@ -167,7 +167,7 @@ def _load_tflite(path: str) -> ExportedModel:
         interpreter = Interpreter(model_content=content, num_threads=os.cpu_count())
         serve = interpreter.get_signature_runner("serving_default")
     except (ValueError, RuntimeError) as e:
-        raise ModelLoadError(f"{path}: not a TFLite model of trainer.serving.mobile "
+        raise ModelLoadError(f"{path}: not a TFLite model of trainer.export.mobile "
                              f"(a serving_default signature taking faces): {e}") from e
     lock = threading.Lock()  # a LiteRT interpreter runs one call at a time
 
@@ -193,7 +193,7 @@ def _load_onnx(path: str) -> ExportedModel:
     properties = session.get_modelmeta().custom_metadata_map
     if "class_names" not in properties:
         raise ModelLoadError(f"{path}: no class_names in its metadata; it was not exported by "
-                             "trainer.serving.mobile")
+                             "trainer.export.mobile")
 
     def raw_fn(faces):  # InferenceSession.run is thread-safe
         return session.run(["probabilities"], {"faces": np.asarray(faces, np.uint8)})[0]

@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from trainer.photos.detection import Box
+from trainer.inference.faces.detection import Box
 
 DEFAULT_WINDOW = 5
 MIN_OVERLAP = 0.3  # IoU below which two boxes are taken for two faces

@@ -1,4 +1,4 @@
-"""trainer.photos.files.decode_photo, the one door every photo comes in by (trainer.predict,
+"""trainer.inference.files.decode_photo, the one door every photo comes in by (trainer.predict,
 launch predict, the web demo): limits from the header before any pixel, EXIF orientation,
 colour modes, and no crash on any input."""
 
@@ -17,7 +17,7 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
-from trainer.photos.files import (
+from trainer.inference.files import (
     PhotoLimits,
     PhotoTooLargeError,
     UnreadablePhotoError,
@@ -107,7 +107,7 @@ def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(orientation, tu
 
 
 def test_the_face_of_a_phone_portrait_is_found_only_because_it_is_turned_upright():
-    from trainer.photos import detection
+    from trainer.inference.faces import detection
 
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
