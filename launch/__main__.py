@@ -11,14 +11,14 @@ import sys
 from absl import flags
 
 from beam_preprocess.user_error import UserError
-from launch.errors import LaunchError
+from launch.common.errors import LaunchError
 
 COMMANDS = {
-    "image": "launch.image_cli",  # the container images, built by Cloud Build
-    "preprocess": "launch.preprocess_cli",  # beam_preprocess on Dataflow
-    "train": "launch.train_cli",  # the trainer as a Vertex AI custom job
-    "deploy": "launch.deploy_cli",  # an export on a Vertex AI endpoint
-    "predict": "launch.predict_cli",  # faces in photos, read by the endpoint
+    "image": "launch.image.cli",  # the container images, built by Cloud Build
+    "preprocess": "launch.preprocess.cli",  # beam_preprocess on Dataflow
+    "train": "launch.train.cli",  # the trainer as a Vertex AI custom job
+    "deploy": "launch.endpoint.deploy_cli",  # an export on a Vertex AI endpoint
+    "predict": "launch.endpoint.predict_cli",  # faces in photos, read by the endpoint
 }
 USAGE = """\
 usage: python -m launch {image,preprocess,train,deploy,predict} [flags]

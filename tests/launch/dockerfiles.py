@@ -21,7 +21,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from launch import dockerignore
+from launch.image import dockerignore
 
 _ABSOLUTE = re.compile(r"(?<![\w$}.])/(?!dev/(?:null|stdin|stdout|stderr)\b)[\w.-]")
 

@@ -15,8 +15,8 @@ import pytest
 from google.cloud import aiplatform_v1
 from matplotlib import cbook
 
-from launch import predict_cli
 from launch.__main__ import main
+from launch.endpoint import predict_cli
 from launch.local_cloud.buckets import LocalBuckets
 from launch.local_cloud.custom_job import SUCCEEDED, LocalCustomJob
 from launch.local_cloud.endpoint import LocalEndpoint

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import images
+from launch.common import images
 from tests.conftest import REPO_ROOT
 from tests.launch import dockerfiles
 

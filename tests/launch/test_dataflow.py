@@ -174,7 +174,7 @@ def test_dataflow_job_graph_is_built_offline(gcs_emulator, gcs_client, tmp_path)
     from apache_beam.portability.api import beam_runner_api_pb2
 
     from beam_preprocess import pipeline
-    from launch import dataflow
+    from launch.preprocess import dataflow
 
     bucket = gcs_client.bucket(gcs_emulator)
     bucket.blob("raw/fer2013.csv").upload_from_string(csv_text(random_faces(6)))

@@ -11,8 +11,11 @@ import tarfile
 import pytest
 from google.cloud.devtools import cloudbuild_v1
 
-from launch import dockerignore, image_cli, image_submit, images
 from launch.__main__ import main
+from launch.common import images
+from launch.image import cli as image_cli
+from launch.image import dockerignore
+from launch.image import submit as image_submit
 from tests.conftest import REPO_ROOT
 
 REQUIRED = ["--project=my-project", "--region=europe-west4"]

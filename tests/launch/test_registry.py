@@ -2,9 +2,11 @@
 
 import pytest
 
-from launch import registry, train_cli, vertex_submit
 from launch.__main__ import main
-from launch.errors import LaunchError
+from launch.common import registry
+from launch.common.errors import LaunchError
+from launch.train import cli as train_cli
+from launch.train import submit as train_submit
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/vggface-emotion/trainer-gpu:0.1.0"
 
@@ -66,7 +68,7 @@ def test_train_stops_before_uploading_or_creating_a_job(monkeypatch, capsys):
     session = FakeSession(404)
     monkeypatch.setattr(train_cli, "load_credentials", lambda: object())
     monkeypatch.setattr(registry, "authorized_session", lambda credentials: session)
-    monkeypatch.setattr(vertex_submit, "job_client", lambda *a: pytest.fail("job client made"))
+    monkeypatch.setattr(train_submit, "job_client", lambda *a: pytest.fail("job client made"))
     code = main(["launch", "train", "--project=my-project", "--region=us-central1",
                  "--data_dir=gs://b/records", "--job_dir=gs://b/runs/1",
                  "--flagfile=configs/hardware/vertex_gpu.cfg"])

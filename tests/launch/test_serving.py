@@ -14,9 +14,11 @@ from google.cloud import aiplatform_v1
 from google.protobuf import json_format
 from matplotlib import cbook
 
-from launch import predict_cli, serving, serving_submit
 from launch.__main__ import main
-from launch.errors import LaunchError
+from launch.common.errors import LaunchError
+from launch.endpoint import predict_cli
+from launch.endpoint import request as endpoint_request
+from launch.endpoint import submit as endpoint_submit
 from trainer.inference import prediction_server
 
 PROJECT, REGION = "my-project", "us-central1"
@@ -160,16 +162,16 @@ class FakeEndpointService:
 
 
 def test_deploy_sends_the_three_requests_in_order():
-    spec = serving.DeploySpec(project=PROJECT, region=REGION, artifact_uri=EXPORT,
+    spec = endpoint_request.DeploySpec(project=PROJECT, region=REGION, artifact_uri=EXPORT,
                               serving_image=PREDICTOR, model_id="emotion-v1",
                               endpoint_id="emotion-ep")
     calls, lines = [], []
-    deployed = serving_submit.deploy(spec, model_client=FakeModelService(calls),
+    deployed = endpoint_submit.deploy(spec, model_client=FakeModelService(calls),
                                      endpoint_client=FakeEndpointService(calls),
                                      echo=lines.append)
-    assert calls == [("upload_model", serving.upload_model_request(spec)),
-                     ("create_endpoint", serving.create_endpoint_request(spec)),
-                     ("deploy_model", serving.deploy_model_request(spec))]
+    assert calls == [("upload_model", endpoint_request.upload_model_request(spec)),
+                     ("create_endpoint", endpoint_request.create_endpoint_request(spec)),
+                     ("deploy_model", endpoint_request.deploy_model_request(spec))]
     assert deployed.deployed_model.id == "777"
     assert f"Deployed model 777 on {PARENT}/endpoints/emotion-ep" in lines
 
@@ -178,11 +180,11 @@ def test_deploy_refuses_an_artifact_without_a_saved_model(gcs_emulator, gcs_clie
     """Vertex AI would take the upload and fail only when the billed machines start."""
     run = f"gs://{gcs_emulator}/runs/run1"
     gcs_client.bucket(gcs_emulator).blob("runs/run1/model/saved_model.pb").upload_from_string(b"x")
-    serving_submit.check_saved_model(gcs_client, f"{run}/model")
-    serving_submit.check_saved_model(gcs_client, f"{run}/model/")
+    endpoint_submit.check_saved_model(gcs_client, f"{run}/model")
+    endpoint_submit.check_saved_model(gcs_client, f"{run}/model/")
     with pytest.raises(LaunchError, match=r"--model=.*/runs/run1/export holds no SavedModel "
                        r"\(no saved_model.pb there\). The trainer writes it to JOB_DIR/model/"):
-        serving_submit.check_saved_model(gcs_client, f"{run}/export")
+        endpoint_submit.check_saved_model(gcs_client, f"{run}/export")
 
 
 # --- the predictor's server --------------------------------------------------------------------

@@ -11,8 +11,10 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import aiplatform_v1
 
-from launch import package, vertex, vertex_submit
-from launch.errors import LaunchError
+from launch.common import package
+from launch.common.errors import LaunchError
+from launch.train import request as train_request
+from launch.train import submit as train_submit
 from tests.conftest import REPO_ROOT
 
 JOB_NAME = "projects/123456/locations/us-central1/customJobs/987"
@@ -43,20 +45,20 @@ class RecordingJobClient:
         return aiplatform_v1.CustomJob(name=name, state=self._states.pop(0))
 
 
-def gpu_spec(bucket: str, **changes) -> vertex.TrainingSpec:
+def gpu_spec(bucket: str, **changes) -> train_request.TrainingSpec:
     settings = dict(
         project="my-project", region="us-central1", display_name="run1",
         data_dir=f"gs://{bucket}/records", job_dir=f"gs://{bucket}/runs/run1",
-        hardware=vertex.Hardware("n1-standard-8", "NVIDIA_TESLA_T4", 1),
+        hardware=train_request.Hardware("n1-standard-8", "NVIDIA_TESLA_T4", 1),
         trainer_args=("--epochs=2",), executor_image_uri=PY311_IMAGE)
     settings.update(changes)
-    return vertex.TrainingSpec(**settings)
+    return train_request.TrainingSpec(**settings)
 
 
 def test_submission_uploads_our_sdist_and_creates_the_exact_job(gcs_emulator, gcs_client,
                                                                 tmp_path):
     client, lines = RecordingJobClient(), []
-    job = vertex_submit.submit_training(
+    job = train_submit.submit_training(
         gpu_spec(gcs_emulator), f"gs://{gcs_emulator}/staging",
         storage_client=gcs_client, job_client=client, echo=lines.append)
 
@@ -94,14 +96,14 @@ def test_submission_uploads_our_sdist_and_creates_the_exact_job(gcs_emulator, gc
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"setup.py", "trainer/__init__.py", "beam_preprocess/record_format.py",
-            "launch/vertex.py"} <= names
+            "launch/train/request.py"} <= names
 
 
 def test_custom_container_job_uploads_nothing(gcs_emulator, gcs_client):
     client = RecordingJobClient()
     spec = gpu_spec(gcs_emulator, display_name="container-run",
                     container_image="us-central1-docker.pkg.dev/my-project/ml/trainer:3")
-    vertex_submit.submit_training(spec, f"gs://{gcs_emulator}/staging",
+    train_submit.submit_training(spec, f"gs://{gcs_emulator}/staging",
                                   storage_client=gcs_client, job_client=client, echo=print)
     [(_, custom_job)] = client.created
     assert custom_job.job_spec.worker_pool_specs[0].container_spec.image_uri.endswith("trainer:3")
@@ -112,7 +114,7 @@ def test_python_mismatch_stops_before_upload_or_job(gcs_emulator, gcs_client):
     client = RecordingJobClient()
     spec = gpu_spec(gcs_emulator, display_name="py310-run", executor_image_uri=None)
     with pytest.raises(LaunchError, match=r"runs Python 3\.10, but this package requires"):
-        vertex_submit.submit_training(spec, f"gs://{gcs_emulator}/staging",
+        train_submit.submit_training(spec, f"gs://{gcs_emulator}/staging",
                                       storage_client=gcs_client, job_client=client)
     assert client.created == []
     assert not list(gcs_client.bucket(gcs_emulator).list_blobs(prefix="staging/py310-run"))
@@ -122,7 +124,7 @@ def test_refused_job_creation_says_what_to_check(gcs_emulator, gcs_client):
     refusal = exceptions.PermissionDenied(
         "Vertex AI API has not been used in project 123456 before or it is disabled.")
     with pytest.raises(LaunchError) as raised:
-        vertex_submit.submit_training(
+        train_submit.submit_training(
             gpu_spec(gcs_emulator), f"gs://{gcs_emulator}/staging", storage_client=gcs_client,
             job_client=RecordingJobClient(error=refusal), echo=print)
     message = str(raised.value)
@@ -133,7 +135,7 @@ def test_refused_job_creation_says_what_to_check(gcs_emulator, gcs_client):
 def test_missing_staging_bucket_is_named(gcs_emulator, gcs_client):
     with pytest.raises(LaunchError, match=r"(?s)gs://no-such-bucket/staging/run1/.*not found.*"
                        r"gcloud storage buckets create gs://no-such-bucket"):
-        vertex_submit.submit_training(
+        train_submit.submit_training(
             gpu_spec(gcs_emulator), "gs://no-such-bucket/staging", storage_client=gcs_client,
             job_client=RecordingJobClient(), echo=print)
 
@@ -143,7 +145,7 @@ def test_wait_polls_until_the_job_ends():
     client = RecordingJobClient(states=[states.JOB_STATE_QUEUED, states.JOB_STATE_RUNNING,
                                         states.JOB_STATE_RUNNING, states.JOB_STATE_FAILED])
     sleeps, lines = [], []
-    job = vertex_submit.wait_for_job(client, JOB_NAME, 30, sleep=sleeps.append,
+    job = train_submit.wait_for_job(client, JOB_NAME, 30, sleep=sleeps.append,
                                      echo=lines.append)
     assert job.state == states.JOB_STATE_FAILED
     assert lines == ["JOB_STATE_QUEUED", "JOB_STATE_RUNNING", "JOB_STATE_FAILED"]

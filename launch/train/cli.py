@@ -1,7 +1,8 @@
 """`python -m launch train`: the trainer as a Vertex AI custom job.
 
 Everything after `--` (and every --trainer_arg) goes to `python -m trainer` unchanged, after
---data_dir and --job_dir. The request is built by launch.vertex and sent by launch.vertex_submit.
+--data_dir and --job_dir. The request is built by launch.train.request and sent by
+launch.train.submit.
 
 The job runs this project's trainer image (containers/trainer-gpu.Dockerfile, or
 trainer-tpu.Dockerfile on TPU) at REGION-docker.pkg.dev/PROJECT/vggface-emotion/...:VERSION, the
@@ -14,21 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib
 import sys
 
 from absl import flags
 
-from launch import images, package, trainer_flags
-from launch.errors import LaunchError, load_credentials
-from launch.validation import check_region, gcs_bucket, parse_labels, require_gcs_uri
+from launch.common import cloud_imports, images, package
+from launch.common.errors import load_credentials
+from launch.common.flags import cloud_flags
+from launch.common.validation import check_region, gcs_bucket, parse_labels, require_gcs_uri
+from launch.train import trainer_flags
 
 
 def define_flags() -> flags.FlagValues:
     """A fresh set of this command's flags, so that each call of main starts from defaults."""
-    fv = flags.FlagValues()
-    flags.DEFINE_string("project", None, "Google Cloud project ID.", flag_values=fv)
-    flags.DEFINE_string("region", None, "Vertex AI region, e.g. us-central1.", flag_values=fv)
+    fv = cloud_flags("the Vertex AI job",
+                     "the CreateCustomJob request as JSON")
     flags.DEFINE_string("data_dir", None, "gs:// output directory of `launch preprocess`.",
                         flag_values=fv)
     flags.DEFINE_string("job_dir", None, "gs:// directory for this run's checkpoints, logs and "
@@ -78,8 +79,6 @@ def define_flags() -> flags.FlagValues:
                       flag_values=fv)
     flags.DEFINE_integer("poll_seconds", 60, "Seconds between polls with --wait.", lower_bound=1,
                          flag_values=fv)
-    flags.DEFINE_bool("dry_run", False, "Print the CreateCustomJob request as JSON; contact "
-                      "nothing, write nothing.", flag_values=fv)
     return fv
 
 
@@ -108,15 +107,9 @@ def expand_flagfiles(args: list[str]) -> list[str]:
 
 
 def import_vertex():
-    """launch.vertex and launch.vertex_submit; they need the `cloud` extra."""
-    try:
-        return (importlib.import_module("launch.vertex"),
-                importlib.import_module("launch.vertex_submit"))
-    except ImportError as error:
-        if "aiplatform" not in str(error):
-            raise
-        raise LaunchError("`launch train` needs google-cloud-aiplatform: "
-                          "pip install -c constraints.txt -e '.[cloud]'") from None
+    """launch.train.request and launch.train.submit; they need the `cloud` extra."""
+    return (cloud_imports.require("launch.train.request", "train"),
+            cloud_imports.require("launch.train.submit", "train"))
 
 
 def container_image(fv: flags.FlagValues, kind: str) -> str | None:
@@ -134,16 +127,16 @@ def container_image(fv: flags.FlagValues, kind: str) -> str | None:
     return images.image_uri(name, fv.project, fv.region, version)
 
 
-def spec_from_flags(fv: flags.FlagValues, vertex, trainer_args: list[str]):
+def spec_from_flags(fv: flags.FlagValues, train_request, trainer_args: list[str]):
     for name in ("project", "region", "data_dir", "job_dir"):
         if not fv[name].value:
             raise flags.ValidationError(f"--{name} is required")
-    hardware = vertex.Hardware(
+    hardware = train_request.Hardware(
         machine_type=fv.machine_type,
         accelerator_type=fv.accelerator_type,
         accelerator_count=fv.accelerator_count if fv.accelerator_type else 0,
         tpu_topology=fv.tpu_topology)
-    spec = vertex.TrainingSpec(
+    spec = train_request.TrainingSpec(
         project=fv.project,
         region=check_region(fv.region),
         display_name=fv.display_name or default_display_name(),
@@ -162,13 +155,13 @@ def spec_from_flags(fv: flags.FlagValues, vertex, trainer_args: list[str]):
         network=fv.network,
         collective_timeout_seconds=fv.collective_timeout_seconds,
     )
-    return with_checked_trainer_args(spec, vertex)
+    return with_checked_trainer_args(spec, train_request)
 
 
-def with_checked_trainer_args(spec, vertex):
+def with_checked_trainer_args(spec, train_request):
     """spec, once its trainer command line parses as the trainer would parse it (else
     flags.ValidationError), with a run id when that command line starts over."""
-    config = trainer_flags.parse_trainer_args(vertex.trainer_command_args(spec))
+    config = trainer_flags.parse_trainer_args(train_request.trainer_command_args(spec))
     if config.loop.start_over and not config.loop.run_id:
         return dataclasses.replace(spec, run_id=trainer_flags.new_run_id(spec.display_name))
     return spec
@@ -180,34 +173,34 @@ def staging_dir_from_flags(fv: flags.FlagValues) -> str:
     return f"gs://{gcs_bucket(fv.job_dir)}/staging"
 
 
-def dry_run(vertex, vertex_submit, spec, staging_dir: str) -> int:
-    uri, distribution = vertex_submit.planned_package(spec, staging_dir)
-    print(vertex.request_json(vertex.create_request(spec, uri)))
+def dry_run(train_request, train_submit, spec, staging_dir: str) -> int:
+    uri, distribution = train_submit.planned_package(spec, staging_dir)
+    print(train_request.request_json(train_request.create_request(spec, uri)))
     if distribution is not None:
-        problem = vertex.python_mismatch(vertex.executor_image(spec),
+        problem = train_request.python_mismatch(train_request.executor_image(spec),
                                          distribution.requires_python)
         if problem:
             print(f"WARNING: a real submission would stop here: {problem}", file=sys.stderr)
     return 0
 
 
-def submit(fv: flags.FlagValues, vertex_submit, spec, staging_dir: str) -> int:
+def submit(fv: flags.FlagValues, train_submit, spec, staging_dir: str) -> int:
     from google.cloud import storage
 
     credentials = load_credentials()
     if spec.container_image:
-        from launch import registry
+        from launch.common import registry
 
         registry.check_image_exists(
             registry.authorized_session(credentials), spec.container_image,
             f"python -m launch image --project={spec.project} --region={spec.region}")
     storage_client = storage.Client(project=spec.project, credentials=credentials)
-    client = vertex_submit.job_client(spec.region, credentials)
-    job = vertex_submit.submit_training(spec, staging_dir, storage_client=storage_client,
+    client = train_submit.job_client(spec.region, credentials)
+    job = train_submit.submit_training(spec, staging_dir, storage_client=storage_client,
                                         job_client=client)
     if not fv.wait:
         return 0
-    final = vertex_submit.wait_for_job(client, job.name, fv.poll_seconds)
+    final = train_submit.wait_for_job(client, job.name, fv.poll_seconds)
     if final.state.name != "JOB_STATE_SUCCEEDED":
         print(f"The job ended in {final.state.name}: {final.error.message}", file=sys.stderr)
         return 1
@@ -222,9 +215,9 @@ def main(argv: list[str]) -> int:
         print(USAGE + "\n\n" + fv.get_help())
         return 0
     fv(launcher_argv)
-    vertex, vertex_submit = import_vertex()
-    spec = spec_from_flags(fv, vertex, trainer_args)
+    train_request, train_submit = import_vertex()
+    spec = spec_from_flags(fv, train_request, trainer_args)
     staging_dir = staging_dir_from_flags(fv)
     if fv.dry_run:
-        return dry_run(vertex, vertex_submit, spec, staging_dir)
-    return submit(fv, vertex_submit, spec, staging_dir)
+        return dry_run(train_request, train_submit, spec, staging_dir)
+    return submit(fv, train_submit, spec, staging_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from launch.errors import LaunchError
+from launch.common.errors import LaunchError
 
 
 def require(module: str, command: str):

@@ -10,8 +10,10 @@ import datetime
 
 from absl import flags
 
-from launch import dataflow, images, package
-from launch.validation import check_dataflow_job_name, check_region, require_gcs_uri
+from launch.common import images, package
+from launch.common.flags import cloud_flags
+from launch.common.validation import check_dataflow_job_name, check_region, require_gcs_uri
+from launch.preprocess import dataflow
 
 USAGE = """\
 python -m launch preprocess --project P --region R --input gs://.../fer2013.csv \\
@@ -21,9 +23,8 @@ python -m launch preprocess --project P --region R --input gs://.../fer2013.csv 
 
 def define_flags() -> flags.FlagValues:
     """A fresh set of this command's flags, so that each call of main starts from defaults."""
-    fv = flags.FlagValues()
-    flags.DEFINE_string("project", None, "Google Cloud project ID.", flag_values=fv)
-    flags.DEFINE_string("region", None, "Dataflow region, e.g. us-central1.", flag_values=fv)
+    fv = cloud_flags("the Dataflow job",
+                     "the pipeline's flags and Beam options as JSON")
     flags.DEFINE_string("input", None, "gs:// path of fer2013.csv.", flag_values=fv)
     flags.DEFINE_string("output_dir", None, "gs:// directory for the TFRecords and manifest.",
                         flag_values=fv)
@@ -46,8 +47,6 @@ def define_flags() -> flags.FlagValues:
                         "sdist built from setup.py (--setup_file).", flag_values=fv)
     flags.DEFINE_string("service_account_email", None, "Service account the workers run as.",
                         flag_values=fv)
-    flags.DEFINE_bool("dry_run", False, "Print the pipeline's flags and Beam options as JSON; "
-                      "contact nothing, write nothing.", flag_values=fv)
     return fv
 
 

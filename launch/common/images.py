@@ -1,5 +1,5 @@
 """This project's container images: their names in Artifact Registry and the Cloud Build request
-that builds and pushes them. Pure functions of settings; launch.image_submit sends the request.
+that builds and pushes them. Pure functions of settings; launch.image.submit sends the request.
 
 Images (Dockerfiles in containers/, build context = this checkout minus .dockerignore):
   trainer-gpu      `python -m trainer` on GPU and CPU machines (Vertex AI custom jobs)
@@ -22,7 +22,7 @@ import string
 from google.cloud.devtools import cloudbuild_v1
 from google.protobuf import duration_pb2
 
-from launch.errors import LaunchError
+from launch.common.errors import LaunchError
 
 DEFAULT_REPOSITORY = "vggface-emotion"
 DOCKERFILES = {

@@ -9,9 +9,12 @@ from pathlib import Path
 
 from google.cloud import aiplatform_v1
 
-from launch import package, vertex
-from launch.errors import LaunchError, explained_cloud_errors
-from launch.validation import gcs_bucket
+from launch.common import package
+from launch.common.clients import regional_client
+from launch.common.errors import LaunchError, explained_cloud_errors
+from launch.common.polling import wait_until_final
+from launch.common.validation import gcs_bucket
+from launch.train import request as train_request
 
 FINAL_STATES = frozenset({
     aiplatform_v1.JobState.JOB_STATE_SUCCEEDED,
@@ -23,13 +26,10 @@ FINAL_STATES = frozenset({
 
 
 def job_client(region: str, credentials) -> aiplatform_v1.JobServiceClient:
-    """A client of the regional endpoint, where the region's jobs live."""
-    return aiplatform_v1.JobServiceClient(
-        credentials=credentials,
-        client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"})
+    return regional_client(aiplatform_v1.JobServiceClient, region, credentials)
 
 
-def planned_package(spec: vertex.TrainingSpec,
+def planned_package(spec: train_request.TrainingSpec,
                     staging_dir: str) -> tuple[str, package.Distribution | None]:
     """Where our sdist goes in GCS, and what it is; ("", None) for a custom container."""
     if not spec.runs_sdist:
@@ -39,13 +39,13 @@ def planned_package(spec: vertex.TrainingSpec,
     return uri, distribution
 
 
-def submit_training(spec: vertex.TrainingSpec, staging_dir: str, *, storage_client, job_client,
-                    echo: Callable[[str], None] = print) -> aiplatform_v1.CustomJob:
+def submit_training(spec: train_request.TrainingSpec, staging_dir: str, *, storage_client,
+                    job_client, echo: Callable[[str], None] = print) -> aiplatform_v1.CustomJob:
     """Uploads our sdist (unless spec runs a custom container) and creates the CustomJob."""
     uri, distribution = planned_package(spec, staging_dir)
-    request = vertex.create_request(spec, uri)  # checks the spec before anything is uploaded
+    request = train_request.create_request(spec, uri)  # checks the spec before anything is uploaded
     if distribution is not None:
-        problem = vertex.python_mismatch(vertex.executor_image(spec),
+        problem = train_request.python_mismatch(train_request.executor_image(spec),
                                          distribution.requires_python)
         if problem:
             raise LaunchError(problem)
@@ -60,7 +60,7 @@ def submit_training(spec: vertex.TrainingSpec, staging_dir: str, *, storage_clie
     with explained_cloud_errors(f"Creating the Vertex AI job in {spec.parent}"):
         job = job_client.create_custom_job(parent=request.parent, custom_job=request.custom_job)
     echo(f"Created Vertex AI custom job {job.name}")
-    echo(f"Console: {vertex.console_url(job.name)}")
+    echo(f"Console: {train_request.console_url(job.name)}")
     echo(f"Outputs: {spec.job_dir}")
     return job
 
@@ -69,13 +69,6 @@ def wait_for_job(job_client, name: str, poll_seconds: float, *,
                  sleep: Callable[[float], None] = time.sleep,
                  echo: Callable[[str], None] = print) -> aiplatform_v1.CustomJob:
     """Polls the job until it ends, echoing each change of state; returns the final job."""
-    last_state = None
-    while True:
-        with explained_cloud_errors(f"Reading the state of {name}"):
-            job = job_client.get_custom_job(name=name)
-        if job.state != last_state:
-            echo(f"{job.state.name}")
-            last_state = job.state
-        if job.state in FINAL_STATES:
-            return job
-        sleep(poll_seconds)
+    return wait_until_final(lambda: job_client.get_custom_job(name=name),
+                            lambda job: job.state, FINAL_STATES, poll_seconds, name,
+                            sleep=sleep, echo=echo)

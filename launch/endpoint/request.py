@@ -1,5 +1,5 @@
 """Online prediction on Vertex AI: the requests that register an export, deploy it to an
-endpoint and ask it about faces. Pure functions of settings; launch.serving_submit sends them.
+endpoint and ask it about faces. Pure functions of settings; launch.endpoint.submit sends them.
 
 The Model runs the predictor image (containers/predictor.Dockerfile,
 trainer/inference/prediction_server.py):
@@ -17,7 +17,8 @@ import re
 
 from google.cloud import aiplatform_v1
 
-from launch.errors import LaunchError
+from launch.common.errors import LaunchError
+from launch.common.validation import check_accelerator
 
 SERVING_PORT = 8080
 PREDICT_ROUTE = "/predict"
@@ -121,12 +122,7 @@ def check_spec(spec: DeploySpec) -> None:
         raise LaunchError("--traffic_split names deployed models "
                           f"({', '.join(others)}), but a new endpoint has none: pass the "
                           "--endpoint they are deployed on.")
-    if spec.accelerator_type:
-        names = [n for n in aiplatform_v1.AcceleratorType.__members__
-                 if n != "ACCELERATOR_TYPE_UNSPECIFIED"]
-        if spec.accelerator_type not in names:
-            raise LaunchError(f"--accelerator_type={spec.accelerator_type!r} is not one of "
-                              f"{', '.join(names)}.")
+    check_accelerator(spec.accelerator_type)
 
 
 def upload_model_request(spec: DeploySpec) -> aiplatform_v1.UploadModelRequest:

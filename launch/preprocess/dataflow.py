@@ -9,9 +9,9 @@ import copy
 import dataclasses
 import json
 
-from launch.errors import LaunchError, explained_cloud_errors, load_credentials
-from launch.package import SETUP_PY, require_setup_py
-from launch.validation import gcs_bucket
+from launch.common.errors import LaunchError, explained_cloud_errors, load_credentials
+from launch.common.package import SETUP_PY, require_setup_py
+from launch.common.validation import gcs_bucket
 
 PROGRAM = "beam_preprocess"
 
@@ -127,7 +127,7 @@ def run(argv: list[str], image: str | None = None) -> None:
 
     credentials = load_credentials()  # Beam would otherwise go on anonymously, failing later
     if image:
-        from launch import registry
+        from launch.common import registry
 
         registry.check_image_exists(
             registry.authorized_session(credentials), image,

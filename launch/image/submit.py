@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 from google.cloud.devtools import cloudbuild_v1
 
-from launch import images
-from launch.dockerignore import SourceArchive
-from launch.errors import explained_cloud_errors
+from launch.common import images
+from launch.common.errors import explained_cloud_errors
+from launch.common.polling import wait_until_final
+from launch.image.dockerignore import SourceArchive
 
 FINAL_STATUSES = frozenset({
     cloudbuild_v1.Build.Status.SUCCESS,
@@ -60,15 +61,8 @@ def wait_for_build(build_client, build: images.ImageBuild, build_id: str, poll_s
                    *, sleep: Callable[[float], None] = time.sleep,
                    echo: Callable[[str], None] = print) -> cloudbuild_v1.Build:
     """Polls the build until it ends, echoing each change of status; returns the final Build."""
-    name = f"{build.parent}/builds/{build_id}"
-    last = None
-    while True:
-        with explained_cloud_errors(f"Reading the state of build {build_id}"):
-            current = build_client.get_build(
-                request={"name": name, "project_id": build.project, "id": build_id})
-        if current.status != last:
-            echo(current.status.name)
-            last = current.status
-        if current.status in FINAL_STATUSES:
-            return current
-        sleep(poll_seconds)
+    request = {"name": f"{build.parent}/builds/{build_id}", "project_id": build.project,
+               "id": build_id}
+    return wait_until_final(lambda: build_client.get_build(request=request),
+                            lambda current: current.status, FINAL_STATUSES, poll_seconds,
+                            f"build {build_id}", sleep=sleep, echo=echo)

@@ -22,8 +22,9 @@ from typing import TextIO
 
 from absl import flags
 
-from launch.errors import LaunchError, load_credentials
-from launch.validation import check_region
+from launch.common.errors import LaunchError, load_credentials
+from launch.common.flags import cloud_flags
+from launch.common.validation import check_region
 from trainer.inference.emotion_fields import emotion_fields
 
 USAGE = """\
@@ -33,11 +34,10 @@ MAX_BATCH = 64  # a face is ~16 kB of request JSON; Vertex AI takes at most 1.5 
 
 
 def define_flags() -> flags.FlagValues:
-    fv = flags.FlagValues()
+    fv = cloud_flags("the endpoint",
+                     "the PredictRequests of the faces found, as JSON lines")
     flags.DEFINE_string("endpoint", None, "Endpoint ID or resource name (`launch deploy` prints "
                         "it).", flag_values=fv)
-    flags.DEFINE_string("project", None, "Google Cloud project ID.", flag_values=fv)
-    flags.DEFINE_string("region", None, "Region of the endpoint.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 32, "Faces per request.", lower_bound=1,
                          upper_bound=MAX_BATCH, flag_values=fv)
     flags.DEFINE_float("margin", 0.1, "Each side of a face box grows by this fraction before "
@@ -49,8 +49,6 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_list("class_names", [], "Class names in the model's order, for endpoints whose "
                       "predictions carry bare probability lists (ours name the classes).",
                       flag_values=fv)
-    flags.DEFINE_bool("dry_run", False, "Find the faces and print the PredictRequests as JSON "
-                      "lines; contact nothing.", flag_values=fv)
     return fv
 
 
@@ -136,32 +134,32 @@ def batches(count: int, size: int) -> list[range]:
 
 
 def run(fv: flags.FlagValues, paths: list[str], out: TextIO = sys.stdout, client=None) -> int:
-    from launch import cloud_imports
+    from launch.common import cloud_imports
 
-    serving = cloud_imports.require("launch.serving", "predict")
-    endpoint = serving.endpoint_resource(fv.endpoint, fv.project, check_region(fv.region))
+    endpoint_request = cloud_imports.require("launch.endpoint.request", "predict")
+    endpoint = endpoint_request.endpoint_resource(fv.endpoint, fv.project, check_region(fv.region))
     photos, faces, owners = find_faces_in(paths, fv.margin, fv.min_face_size, fv.detector)
     if not photos:
         raise flags.ValidationError("no photos found in " + " ".join(paths))
     groups = batches(len(faces), fv.batch_size)
     if fv.dry_run:
         for group in groups:
-            request = serving.predict_request(endpoint, faces[group.start:group.stop])
+            request = endpoint_request.predict_request(endpoint, faces[group.start:group.stop])
             out.write(json.dumps({
-                "predictRequest": serving.to_dict(request),
+                "predictRequest": endpoint_request.to_dict(request),
                 "faces": [{"file": photos[owners[i][0]].path, "face": owners[i][1],
                            "box": _box(photos[owners[i][0]].boxes[owners[i][1]])}
                           for i in group],
             }) + "\n")
         return 0
-    from launch import serving_submit
+    from launch.endpoint import submit as endpoint_submit
 
     if client is None and groups:
-        client = serving_submit.prediction_client(fv.region, load_credentials())
+        client = endpoint_submit.prediction_client(fv.region, load_credentials())
     results: dict[tuple[int, int], dict] = {}
     for group in groups:
-        response = serving_submit.predict(
-            client, serving.predict_request(endpoint, faces[group.start:group.stop]))
+        response = endpoint_submit.predict(
+            client, endpoint_request.predict_request(endpoint, faces[group.start:group.stop]))
         predictions = response.get("predictions", [])
         if len(predictions) != len(group):
             raise LaunchError(f"The endpoint returned {len(predictions)} predictions for "

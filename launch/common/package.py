@@ -10,10 +10,10 @@ import dataclasses
 import re
 from pathlib import Path
 
-from launch.errors import LaunchError
-from launch.validation import gcs_bucket
+from launch.common.errors import LaunchError
+from launch.common.validation import gcs_bucket
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_PY = REPO_ROOT / "setup.py"
 
 

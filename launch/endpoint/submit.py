@@ -1,4 +1,4 @@
-"""Sending the serving requests of launch.serving: upload, endpoint, deploy; and predictions."""
+"""Sending the requests of launch.endpoint.request: upload, endpoint, deploy; and predictions."""
 
 from __future__ import annotations
 
@@ -7,28 +7,24 @@ from collections.abc import Callable
 from google.cloud import aiplatform_v1
 from google.protobuf import json_format
 
-from launch import serving
-from launch.errors import LaunchError, explained_cloud_errors
+from launch.common.clients import regional_client
+from launch.common.errors import LaunchError, explained_cloud_errors
+from launch.endpoint import request as endpoint_request
 
 UPLOAD_TIMEOUT_SECONDS = 30 * 60
 DEPLOY_TIMEOUT_SECONDS = 60 * 60  # starting the serving machines usually takes 10-20 minutes
 
 
-def _regional(client_class, region: str, credentials):
-    return client_class(credentials=credentials,
-                        client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"})
-
-
 def model_client(region: str, credentials) -> aiplatform_v1.ModelServiceClient:
-    return _regional(aiplatform_v1.ModelServiceClient, region, credentials)
+    return regional_client(aiplatform_v1.ModelServiceClient, region, credentials)
 
 
 def endpoint_client(region: str, credentials) -> aiplatform_v1.EndpointServiceClient:
-    return _regional(aiplatform_v1.EndpointServiceClient, region, credentials)
+    return regional_client(aiplatform_v1.EndpointServiceClient, region, credentials)
 
 
 def prediction_client(region: str, credentials) -> aiplatform_v1.PredictionServiceClient:
-    return _regional(aiplatform_v1.PredictionServiceClient, region, credentials)
+    return regional_client(aiplatform_v1.PredictionServiceClient, region, credentials)
 
 
 def check_saved_model(storage_client, artifact_uri: str) -> None:
@@ -44,12 +40,13 @@ def check_saved_model(storage_client, artifact_uri: str) -> None:
                           "Vertex AI alike): --model=gs://BUCKET/.../JOB_DIR/model")
 
 
-def deploy(spec: serving.DeploySpec, *, model_client, endpoint_client,
+def deploy(spec: endpoint_request.DeploySpec, *, model_client, endpoint_client,
            echo: Callable[[str], None] = print) -> aiplatform_v1.DeployModelResponse:
     """Uploads the model, creates the endpoint unless it exists, deploys; waits for each."""
-    upload = serving.upload_model_request(spec)  # all three are checked before the first call
-    create = serving.create_endpoint_request(spec)
-    deploy_request = serving.deploy_model_request(spec)
+    # All three are checked before the first call.
+    upload = endpoint_request.upload_model_request(spec)
+    create = endpoint_request.create_endpoint_request(spec)
+    deploy_request = endpoint_request.deploy_model_request(spec)
     with explained_cloud_errors(f"Uploading {spec.artifact_uri} to the Model Registry",
                                 not_found_hint="\nIs --model the gs:// SavedModel directory?"):
         uploaded = model_client.upload_model(request=upload).result(
@@ -66,7 +63,7 @@ def deploy(spec: serving.DeploySpec, *, model_client, endpoint_client,
         deployed = endpoint_client.deploy_model(request=deploy_request).result(
             timeout=DEPLOY_TIMEOUT_SECONDS)
     echo(f"Deployed model {deployed.deployed_model.id} on {spec.endpoint_name}")
-    echo(f"Console: {serving.endpoint_console_url(spec.endpoint_name)}")
+    echo(f"Console: {endpoint_request.endpoint_console_url(spec.endpoint_name)}")
     return deployed
 
 

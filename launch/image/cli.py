@@ -1,5 +1,5 @@
 """`python -m launch image`: build this project's container images with Cloud Build and push them
-to Artifact Registry (see launch.images for the images and their addresses)."""
+to Artifact Registry (see launch.common.images for the images and their addresses)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import sys
 
 from absl import flags
 
-from launch import dockerignore, images, package
-from launch.errors import LaunchError, load_credentials
-from launch.validation import check_region, gcs_bucket, require_gcs_uri
+from launch.common import images, package
+from launch.common.errors import LaunchError, load_credentials
+from launch.common.flags import cloud_flags
+from launch.common.validation import check_region, gcs_bucket, require_gcs_uri
+from launch.image import dockerignore
 
 USAGE = """\
 python -m launch image --project P --region R [--repository vggface-emotion] [--tag VERSION] \\
@@ -19,10 +21,8 @@ python -m launch image --project P --region R [--repository vggface-emotion] [--
 
 
 def define_flags() -> flags.FlagValues:
-    fv = flags.FlagValues()
-    flags.DEFINE_string("project", None, "Google Cloud project ID.", flag_values=fv)
-    flags.DEFINE_string("region", None, "Region of the Artifact Registry repository and of the "
-                        "build, e.g. us-central1 (use the jobs' region).", flag_values=fv)
+    fv = cloud_flags("the Artifact Registry repository and of the build (the jobs' region)",
+                     "the CreateBuildRequest and what would be uploaded, as JSON")
     flags.DEFINE_string("repository", images.DEFAULT_REPOSITORY, "Artifact Registry Docker "
                         "repository (create it once: gcloud artifacts repositories create "
                         "vggface-emotion --repository-format=docker --location=REGION).",
@@ -45,8 +45,6 @@ def define_flags() -> flags.FlagValues:
                       "return).", flag_values=fv)
     flags.DEFINE_integer("poll_seconds", 30, "Seconds between polls while waiting.",
                          lower_bound=1, flag_values=fv)
-    flags.DEFINE_bool("dry_run", False, "Print the CreateBuildRequest and what would be "
-                      "uploaded, as JSON; contact nothing, write nothing.", flag_values=fv)
     return fv
 
 
@@ -107,7 +105,7 @@ def submit(fv: flags.FlagValues, build: images.ImageBuild,
            archive: dockerignore.SourceArchive) -> int:
     from google.cloud import storage
 
-    from launch import image_submit
+    from launch.image import submit as image_submit
 
     credentials = load_credentials()
     storage_client = storage.Client(project=build.project, credentials=credentials)

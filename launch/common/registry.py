@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from launch.errors import LaunchError
+from launch.common.errors import LaunchError
 
 _GOOGLE_REGISTRY = re.compile(r"(?:[a-z0-9-]+-docker\.pkg\.dev|(?:[a-z]+\.)?gcr\.io)")
 _MANIFEST_TYPES = (

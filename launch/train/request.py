@@ -1,6 +1,6 @@
 """The Vertex AI CustomJob that runs `python -m trainer`: built here as a pure function of settings.
 
-Submitting it is in launch.vertex_submit; this module contacts nothing.
+Submitting it is in launch.train.submit; this module contacts nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import re
 from google.cloud import aiplatform_v1
 from google.protobuf import duration_pb2
 
-from launch.errors import LaunchError
+from launch.common.errors import LaunchError
+from launch.common.validation import check_accelerator
 
 TRAINER_MODULE = "trainer"
 # Vertex AI's prebuilt TensorFlow training images (cloud.google.com/vertex-ai/docs/training/
@@ -117,14 +118,9 @@ def python_mismatch(image_uri: str, requires_python: str) -> str | None:
 def check_spec(spec: TrainingSpec) -> None:
     """Rejects combinations Vertex AI would reject later, or that cannot run our trainer."""
     hardware = spec.hardware
-    if hardware.accelerator_type:
-        names = [n for n in aiplatform_v1.AcceleratorType.__members__
-                 if n != "ACCELERATOR_TYPE_UNSPECIFIED"]
-        if hardware.accelerator_type not in names:
-            raise LaunchError(f"--accelerator_type={hardware.accelerator_type!r} is not one of "
-                              f"{', '.join(names)}.")
-        if hardware.accelerator_count < 1:
-            raise LaunchError("--accelerator_count must be at least 1 with --accelerator_type.")
+    check_accelerator(hardware.accelerator_type)
+    if hardware.accelerator_type and hardware.accelerator_count < 1:
+        raise LaunchError("--accelerator_count must be at least 1 with --accelerator_type.")
     if hardware.kind == "tpu" and spec.worker_count:
         raise LaunchError("A TPU job has a single TPU host: leave --worker_count at 0.")
     if spec.worker_count < 0:

@@ -1,4 +1,5 @@
-"""`python -m launch deploy`: an exported SavedModel on a Vertex AI endpoint (launch.serving)."""
+"""`python -m launch deploy`: an exported SavedModel on a Vertex AI endpoint (the requests of
+launch.endpoint.request)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import sys
 
 from absl import flags
 
-from launch import images, package
-from launch.errors import load_credentials
-from launch.validation import check_region, parse_labels, require_gcs_uri
+from launch.common import images, package
+from launch.common.errors import load_credentials
+from launch.common.flags import cloud_flags
+from launch.common.validation import check_region, parse_labels, require_gcs_uri
 
 USAGE = """\
 python -m launch deploy --model gs://.../model --project P --region R \\
@@ -19,12 +21,10 @@ python -m launch deploy --model gs://.../model --project P --region R \\
 
 
 def define_flags() -> flags.FlagValues:
-    fv = flags.FlagValues()
+    fv = cloud_flags("the Vertex AI model and endpoint",
+                     "the UploadModel, CreateEndpoint and DeployModel requests as JSON")
     flags.DEFINE_string("model", None, "gs:// SavedModel directory the trainer exported "
                         "(JOB_DIR/model).", flag_values=fv)
-    flags.DEFINE_string("project", None, "Google Cloud project ID.", flag_values=fv)
-    flags.DEFINE_string("region", None, "Vertex AI region of the model and endpoint.",
-                        flag_values=fv)
     flags.DEFINE_string("display_name", "vggface-emotion", "Name of the model, endpoint and "
                         "deployed model in the console.", flag_values=fv)
     flags.DEFINE_string("model_id", None, "Model Registry ID (default: "
@@ -54,8 +54,6 @@ def define_flags() -> flags.FlagValues:
                       flag_values=fv)
     flags.DEFINE_string("service_account", None, "Service account the serving container runs "
                         "as.", flag_values=fv)
-    flags.DEFINE_bool("dry_run", False, "Print the UploadModel, CreateEndpoint and DeployModel "
-                      "requests as JSON; contact nothing.", flag_values=fv)
     return fv
 
 
@@ -65,7 +63,7 @@ def default_id(now: datetime.datetime | None = None) -> str:
 
 
 def spec_from_flags(fv: flags.FlagValues, now: datetime.datetime | None = None):
-    from launch import serving
+    from launch.endpoint import request as endpoint_request
 
     for name in ("model", "project", "region"):
         if not fv[name].value:
@@ -76,7 +74,7 @@ def spec_from_flags(fv: flags.FlagValues, now: datetime.datetime | None = None):
                                  version=version, flag="serving_image")
              if fv.serving_image else images.image_uri("predictor", fv.project, region, version))
     generated = default_id(now)
-    return serving.DeploySpec(
+    return endpoint_request.DeploySpec(
         project=fv.project,
         region=region,
         artifact_uri=require_gcs_uri(fv.model, "model"),
@@ -90,14 +88,14 @@ def spec_from_flags(fv: flags.FlagValues, now: datetime.datetime | None = None):
         max_replicas=fv.max_replicas,
         endpoint=fv.endpoint,
         endpoint_id=None if fv.endpoint else (fv.endpoint_id or generated),
-        traffic_split=serving.parse_traffic_split(fv.traffic_split),
+        traffic_split=endpoint_request.parse_traffic_split(fv.traffic_split),
         labels=parse_labels(fv.labels),
         service_account=fv.service_account,
     )
 
 
 def main(argv: list[str]) -> int:
-    from launch import cloud_imports
+    from launch.common import cloud_imports
 
     fv = define_flags()
     if {"-h", "--help", "--helpfull"} & set(argv):
@@ -106,33 +104,34 @@ def main(argv: list[str]) -> int:
     extra = fv(argv)[1:]
     if extra:
         raise flags.ValidationError(f"unexpected argument {extra[0]!r}")
-    serving = cloud_imports.require("launch.serving", "deploy")
+    endpoint_request = cloud_imports.require("launch.endpoint.request", "deploy")
     spec = spec_from_flags(fv)
     requests = {
-        "uploadModelRequest": serving.upload_model_request(spec),
-        "createEndpointRequest": serving.create_endpoint_request(spec),
-        "deployModelRequest": serving.deploy_model_request(spec),
+        "uploadModelRequest": endpoint_request.upload_model_request(spec),
+        "createEndpointRequest": endpoint_request.create_endpoint_request(spec),
+        "deployModelRequest": endpoint_request.deploy_model_request(spec),
     }
     if fv.dry_run:
-        print(json.dumps({key: serving.to_dict(request) for key, request in requests.items()
-                          if request is not None}, indent=2))
+        print(json.dumps({key: endpoint_request.to_dict(request)
+                          for key, request in requests.items() if request is not None}, indent=2))
         print(f"Dry run: not checked that {spec.artifact_uri} holds a SavedModel "
               "(saved_model.pb); a real deploy checks before uploading.", file=sys.stderr)
         return 0
     from google.cloud import storage
 
-    from launch import registry, serving_submit
+    from launch.common import registry
+    from launch.endpoint import submit as endpoint_submit
 
     credentials = load_credentials()
-    serving_submit.check_saved_model(
+    endpoint_submit.check_saved_model(
         storage.Client(project=spec.project, credentials=credentials), spec.artifact_uri)
     registry.check_image_exists(
         registry.authorized_session(credentials), spec.serving_image,
         f"python -m launch image --project={spec.project} --region={spec.region} "
         "--images=predictor")
-    serving_submit.deploy(spec, model_client=serving_submit.model_client(spec.region,
+    endpoint_submit.deploy(spec, model_client=endpoint_submit.model_client(spec.region,
                                                                           credentials),
-                          endpoint_client=serving_submit.endpoint_client(spec.region,
+                          endpoint_client=endpoint_submit.endpoint_client(spec.region,
                                                                          credentials))
     print(f"Ask it: python -m launch predict --project={spec.project} --region={spec.region} "
           f"--endpoint={spec.endpoint_name.rsplit('/', 1)[1]} PHOTO.jpg")

@@ -3,7 +3,7 @@
 import difflib
 import re
 
-from launch.errors import LaunchError
+from launch.common.errors import LaunchError
 
 # Google Cloud regions (cloud.google.com/about/locations, 2025). Dataflow runs in all of them and
 # Vertex AI training in most; the list only guards against typos, so a new region goes here.
@@ -89,3 +89,17 @@ def parse_labels(items: list[str], flag: str = "labels") -> tuple[tuple[str, str
     if len(labels) > MAX_LABELS:
         raise LaunchError(f"--{flag}: {len(labels)} labels; Google Cloud allows {MAX_LABELS}.")
     return tuple(labels.items())
+
+
+def check_accelerator(accelerator_type: str | None) -> None:
+    """LaunchError unless `accelerator_type` is None or a name Vertex AI knows (an
+    aiplatform_v1.AcceleratorType)."""
+    if not accelerator_type:
+        return
+    from google.cloud import aiplatform_v1  # the `cloud` extra: only where accelerators are
+
+    names = [name for name in aiplatform_v1.AcceleratorType.__members__
+             if name != "ACCELERATOR_TYPE_UNSPECIFIED"]
+    if accelerator_type not in names:
+        raise LaunchError(f"--accelerator_type={accelerator_type!r} is not one of "
+                          f"{', '.join(names)}.")
