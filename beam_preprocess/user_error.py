@@ -10,3 +10,11 @@ imports flow from the trainer and the launchers to the Beam job, never back.
 
 class UserError(Exception):
     """An expected failure; the message is the whole report."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a library's error message (TensorFlow's and Google's carry a
+    `message` and often a long trace after it), or the error's type when it has none: what a
+    UserError quotes of the failure that caused it."""
+    text = (getattr(error, "message", None) or str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -12,7 +12,7 @@ import importlib
 
 import pytest
 
-from beam_preprocess.user_error import UserError
+from beam_preprocess.user_error import UserError, first_line
 from tests.test_import_graph import module_files
 
 # launch/local_cloud stands in for Vertex AI in tests: its errors are the cloud's, not a user's.
@@ -66,3 +66,20 @@ def test_commands_catch_user_error_not_builtin_lists(command):
     assert "UserError" in caught or unwraps
     assert not caught & BUILTIN_ERRORS or unwraps, caught
     assert not any("errors." in ast.unparse(h.type) for h in handlers if h.type)  # tf.errors
+
+
+class _LibraryError(Exception):
+    """An error as TensorFlow's and Google's clients raise them: a `message` attribute."""
+
+    def __init__(self, message):
+        super().__init__(f"{message}\n[[long trace]]")
+        self.message = message
+
+
+@pytest.mark.parametrize("error, quoted", [
+    (OSError("Permission denied\n  at line 3"), "Permission denied"),
+    (_LibraryError("Not found: gs://b/model\nStack trace..."), "Not found: gs://b/model"),
+    (ValueError("  \n"), "ValueError"),
+])
+def test_a_user_error_quotes_one_line_of_the_failure_that_caused_it(error, quoted):
+    assert first_line(error) == quoted

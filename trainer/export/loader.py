@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
-from beam_preprocess.user_error import UserError
+from beam_preprocess.user_error import UserError, first_line
 from trainer.export.provenance import (
     PROVENANCE_KEY,
     describe,
@@ -93,8 +93,7 @@ def load_exported(path: str) -> ExportedModel:
     except ModelLoadError:
         raise
     except (OSError, ValueError, tf.errors.OpError) as error:  # unreadable or corrupt files
-        message = getattr(error, "message", None) or str(error)
-        raise ModelLoadError(f"{path}: cannot be loaded ({message.splitlines()[0]})") from None
+        raise ModelLoadError(f"{path}: cannot be loaded ({first_line(error)})") from None
     model.path = path
     return model
 

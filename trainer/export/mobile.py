@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_preprocess.record_format import SOURCE_IMAGE_SIZE
-from beam_preprocess.user_error import UserError
+from beam_preprocess.user_error import UserError, first_line
 from trainer.export.loader import ExportedModel, load_exported
 from trainer.export.provenance import PROVENANCE_KEY
 from trainer.export.saved_model import LABELS_FILENAME
@@ -273,8 +273,4 @@ def _write_bytes(data: bytes, path: str) -> None:
                 f.write(data)
             tf.io.gfile.copy(local, path, overwrite=True)
     except (OSError, tf.errors.OpError) as error:
-        raise MobileExportError(f"{path}: cannot write it ({_first_line(error)})") from None
-
-
-def _first_line(error: Exception) -> str:
-    return (getattr(error, "message", None) or str(error)).splitlines()[0]
+        raise MobileExportError(f"{path}: cannot write it ({first_line(error)})") from None

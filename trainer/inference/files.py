@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from beam_preprocess.user_error import UserError
+from beam_preprocess.user_error import UserError, first_line
 
 # What a directory argument expands to; a file named explicitly is tried whatever its name.
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -50,7 +50,7 @@ def read_photo(path: str) -> np.ndarray:
         with tf.io.gfile.GFile(path, "rb") as f:
             data = f.read()
     except (tf.errors.OpError, OSError) as e:
-        raise UnreadablePhotoError(f"{path}: cannot read ({_short(e)})") from e
+        raise UnreadablePhotoError(f"{path}: cannot read ({first_line(e)})") from e
     return decode_photo(data, path)
 
 
@@ -106,7 +106,7 @@ def _header_size(data: bytes, name: str, limits: PhotoLimits) -> tuple[int, int]
                                  ) from None
     except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors for what it cannot read
         raise NotAnImageError(f"{name}: not an image file ({len(data)} bytes: "
-                              f"{_short(error)})") from None
+                              f"{first_line(error)})") from None
     if width < 1 or height < 1:
         raise UnreadablePhotoError(f"{name}: {width}x{height} pixels")
     return width, height
@@ -118,7 +118,7 @@ def make_output_dir(path: str) -> None:
         tf.io.gfile.makedirs(path)
     except (OSError, tf.errors.OpError) as error:
         raise UnwritableOutputError(f"{path}: cannot create the output directory "
-                                    f"({_short(error)})") from None
+                                    f"({first_line(error)})") from None
 
 
 def write_png(image: np.ndarray, path: str) -> None:
@@ -130,8 +130,4 @@ def write_png(image: np.ndarray, path: str) -> None:
         with tf.io.gfile.GFile(path, "wb") as f:
             f.write(encoded.tobytes())
     except (OSError, tf.errors.OpError) as error:
-        raise UnwritableOutputError(f"{path}: cannot write it ({_short(error)})") from None
-
-
-def _short(error: Exception) -> str:
-    return getattr(error, "message", None) or str(error) or type(error).__name__
+        raise UnwritableOutputError(f"{path}: cannot write it ({first_line(error)})") from None

@@ -13,7 +13,7 @@ import socket
 
 import tensorflow as tf
 
-from beam_preprocess.user_error import UserError
+from beam_preprocess.user_error import UserError, first_line
 
 TPU_CONNECT_TIMEOUT_SECONDS = 30.0
 # Compute capability from which NVIDIA GPUs have fast bfloat16 (Ampere and later).
@@ -57,11 +57,10 @@ def _tpu_strategy(tpu: str | None) -> tf.distribute.TPUStrategy:
     except (ValueError, RuntimeError, OSError, tf.errors.OpError) as e:
         # Each way of not finding a TPU raises another type with a long trace; the user needs one
         # line. The first line of the original message is enough to tell them apart.
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StrategyError(
-            f"cannot reach TPU {where}: {reason}. Check the TPU name/address (--tpu), that it "
-            "is in this project and zone, and that this VM may use it; or choose another "
-            "--strategy.") from None
+            f"cannot reach TPU {where}: {first_line(e)}. Check the TPU name/address (--tpu), "
+            "that it is in this project and zone, and that this VM may use it; or choose "
+            "another --strategy.") from None
     if not tf.config.list_logical_devices("TPU"):
         raise StrategyError(f"TPU {where} was initialised but shows no TPU cores.")
     return tf.distribute.TPUStrategy(resolver)
