@@ -83,17 +83,13 @@ def knob(default, help: str, *, choices: tuple[str, ...] | None = None,  # noqa:
 
 
 class _Part:
-    """A part of the config: checks its fields' ranges and choices, and its own rules, when
-    made."""
+    """A part of the config: checks each of its fields' range and choices when made (the rules
+    that combine fields are TrainConfig's)."""
 
     def __post_init__(self):
-        problems = [*self.field_problems(), *self.rule_problems()]
+        problems = list(self.field_problems())
         if problems:
             raise ConfigError("; ".join(problems))
-
-    def rule_problems(self) -> list[str]:
-        """The combinations of this part's fields that cannot work."""
-        return []
 
     def field_problems(self) -> Iterator[str]:
         for field in dataclasses.fields(self):
@@ -202,11 +198,6 @@ class OptimizerConfig(_Part):
     ema_decay: float = knob(0.0, "Keep an exponential moving average of the weights (e.g. "
                             "0.999) and evaluate and export it (0: off).", valid=FRACTION)
 
-    def rule_problems(self) -> list[str]:
-        if self.nesterov and self.optimizer != "sgd":
-            return ["--nesterov is a setting of --optimizer=sgd"]
-        return []
-
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig(_Part):
@@ -231,18 +222,6 @@ class ScheduleConfig(_Part):
     plateau_patience: int = knob(2, "Plateau: epochs without improvement before reducing.",
                                  valid=AT_LEAST_1)
     min_learning_rate: float = knob(1e-7, "Plateau: lower bound.")
-
-    def rule_problems(self) -> list[str]:
-        problems = []
-        if self.total_epochs == 0:
-            problems.append("--head_epochs and --epochs are both 0: nothing to train")
-        if self.lr_schedule == "step" and not self.lr_boundaries:
-            problems.append("--lr_schedule=step needs --lr_boundaries (epochs, e.g. 10,20)")
-        if list(self.lr_boundaries) != sorted(self.lr_boundaries) or any(
-                b <= 0 for b in self.lr_boundaries):
-            problems.append(f"--lr_boundaries must be increasing epochs > 0, got "
-                            f"{','.join(f'{b:g}' for b in self.lr_boundaries)}")
-        return problems
 
     @property
     def total_epochs(self) -> int:
@@ -301,11 +280,6 @@ class RuntimeConfig(_Part):
         "(loss-scaled) on older GPUs, none on CPU.", choices=MIXED_PRECISION_CHOICES)
     jit_compile: bool = knob(False, "XLA-compile the train and eval steps.")
 
-    def rule_problems(self) -> list[str]:
-        if self.strategy == "tpu" and self.logical_cpu_devices > 1:
-            return ["--logical_cpu_devices cannot be used with --strategy=tpu"]
-        return []
-
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig(_Part):
@@ -353,7 +327,7 @@ class TrainConfig:
     cache: CacheConfig = dataclasses.field(default_factory=CacheConfig)
 
     def __post_init__(self):
-        problems = self._cross_part_problems()
+        problems = self._rule_problems()
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -383,16 +357,31 @@ class TrainConfig:
         """Every setting by its flag name (lists as tuples)."""
         return {name: getattr(getattr(self, part), name) for name, part in FIELD_PARTS.items()}
 
-    def _cross_part_problems(self) -> list[str]:
+    def _rule_problems(self) -> list[str]:
+        """The combinations of settings that cannot work: every rule that involves more than
+        one field is here."""
+        schedule, runtime = self.schedule, self.runtime
         problems = []
-        if self.runtime.tpu and self.runtime.tpu != "local":
+        if schedule.total_epochs == 0:
+            problems.append("--head_epochs and --epochs are both 0: nothing to train")
+        if schedule.lr_schedule == "step" and not schedule.lr_boundaries:
+            problems.append("--lr_schedule=step needs --lr_boundaries (epochs, e.g. 10,20)")
+        boundaries = schedule.lr_boundaries
+        if list(boundaries) != sorted(boundaries) or any(b <= 0 for b in boundaries):
+            problems.append(f"--lr_boundaries must be increasing epochs > 0, got "
+                            f"{','.join(f'{b:g}' for b in boundaries)}")
+        if self.optimizer.nesterov and self.optimizer.optimizer != "sgd":
+            problems.append("--nesterov is a setting of --optimizer=sgd")
+        if runtime.strategy == "tpu" and runtime.logical_cpu_devices > 1:
+            problems.append("--logical_cpu_devices cannot be used with --strategy=tpu")
+        if runtime.tpu and runtime.tpu != "local":
             paths = {"data_dir": self.data.data_dir, "job_dir": self.loop.job_dir}
             local = [f"--{name}={path}" for name, path in paths.items()
                      if not path.startswith("gs://")]
             if local:
-                problems.append(f"a remote TPU (--tpu={self.runtime.tpu}) reads and writes "
-                                f"only Cloud Storage, but {' and '.join(local)} is local: use "
-                                "gs:// paths")
+                problems.append(f"a remote TPU (--tpu={runtime.tpu}) reads and writes only "
+                                f"Cloud Storage, but {' and '.join(local)} is local: use gs:// "
+                                "paths")
         return problems + self._cache_problems()
 
     def _cache_problems(self) -> list[str]:
