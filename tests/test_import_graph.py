@@ -65,3 +65,46 @@ def test_no_module_of_the_project_imports_itself_through_others():
     graph = import_graph()
     assert "trainer.inference.faces.detection" in graph  # the walk found the packages
     assert circles(graph) == []
+
+
+# README's "Imports flow one way": each package imports only those listed after it, and the
+# trainer's top-level modules (the commands, job, task, model) import everything but are
+# imported by none of the packages, except the shared base modules.
+LAYERS = ("launch", "trainer.inference", "trainer.training", "trainer.evaluation",
+          "trainer.export", "trainer.data", "trainer.vggface", "beam_preprocess")
+SHARED = {"trainer.config", "trainer.console", "trainer.training.preemption"}
+
+
+def layer_of(module: str) -> int | None:
+    """The index of `module`'s package in LAYERS; None for the trainer's top-level modules."""
+    for index, package in enumerate(LAYERS):
+        if module == package or module.startswith(package + "."):
+            return index
+    return None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Each import of a package's module to a package listed before it, or to a top-level
+    module of the trainer, as "module -> target"."""
+    upward = []
+    for module, targets in sorted(graph.items()):
+        here = layer_of(module)
+        if here is None:
+            continue
+        for target in sorted(targets - SHARED - {"trainer"}):
+            there = layer_of(target)
+            if there is None or there < here:
+                upward.append(f"{module} -> {target}")
+    return upward
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {"trainer.export.loader": {"trainer.inference.photos", "trainer.data.manifest",
+                                       "trainer.config"},
+             "trainer.data.manifest": {"trainer.job"}, "trainer.job": {"launch.train.cli"}}
+    assert upward_imports(graph) == ["trainer.data.manifest -> trainer.job",
+                                     "trainer.export.loader -> trainer.inference.photos"]
+
+
+def test_imports_flow_down_the_layers():
+    assert upward_imports(import_graph()) == []
