@@ -72,7 +72,7 @@ def test_no_module_of_the_project_imports_itself_through_others():
 # imported by none of the packages, except the shared base modules.
 LAYERS = ("launch", "trainer.inference", "trainer.training", "trainer.evaluation",
           "trainer.export", "trainer.data", "trainer.vggface", "beam_preprocess")
-SHARED = {"trainer.config", "trainer.console", "trainer.training.preemption"}
+SHARED = {"trainer.config", "trainer.training.preemption"}
 
 
 def layer_of(module: str) -> int | None:
